@@ -1,0 +1,1 @@
+"""Dataset builders (synthetic_fundus, eyepacs, idrid, messidor), preprocessing and the input pipeline."""
