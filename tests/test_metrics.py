@@ -1,0 +1,340 @@
+"""Tests of zoomin_jax.metrics against independent reference implementations and hand-computed values."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from zoomin_jax import metrics
+
+# ---------------------------------------------------------------------------------------------------------------
+# Independent references, written differently from the library on purpose.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _cohen_weighted_kappa_by_pairs(a, b, num_classes):
+    """Cohen's weighted kappa as 1 - (mean disagreement of matched pairs) / (mean disagreement of all pairs)."""
+
+    def weight(i, j):
+        return (i - j) ** 2 / (num_classes - 1) ** 2
+
+    n = len(a)
+    observed = sum(weight(a[i], b[i]) for i in range(n)) / n
+    chance = sum(weight(a[i], b[j]) for i in range(n) for j in range(n)) / (n * n)
+    return 1.0 - observed / chance
+
+
+def _auc_by_pairs(labels, scores):
+    positives = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    negatives = [s for s, y in zip(scores, labels, strict=True) if y == 0]
+    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in positives for q in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kappa, confusion, accuracy.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kappa_matches_pairwise_cohen_formula(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    labels = rng.integers(0, 5, n)
+    # Correlated predictions so kappa is far from 0, with some examples fully random.
+    predictions = np.clip(labels + rng.integers(-1, 2, n), 0, 4)
+    noisy = rng.random(n) < 0.3
+    predictions[noisy] = rng.integers(0, 5, noisy.sum())
+    expected = _cohen_weighted_kappa_by_pairs(labels.tolist(), predictions.tolist(), 5)
+    assert metrics.quadratic_weighted_kappa(labels, predictions) == pytest.approx(expected, abs=1e-12)
+
+
+def test_kappa_is_symmetric():
+    rng = np.random.default_rng(7)
+    a, b = rng.integers(0, 5, 200), rng.integers(0, 5, 200)
+    b[:120] = a[:120]
+    forward = metrics.quadratic_weighted_kappa(a, b)
+    assert forward == pytest.approx(metrics.quadratic_weighted_kappa(b, a), abs=1e-15)
+    assert 0.3 < forward < 1.0
+
+
+def test_kappa_hand_computed_values():
+    assert metrics.quadratic_weighted_kappa([0, 1, 2, 3, 4, 2], [0, 1, 2, 3, 4, 2]) == 1.0
+    # K=3, w = (i-j)^2/4. O: (0,0), (1,2), (2,2) -> sum wO = 1/4. Histograms [1,1,1] and [1,0,2]: sum wE = 5/4.
+    assert metrics.quadratic_weighted_kappa([0, 1, 2], [0, 2, 2], num_classes=3) == pytest.approx(0.8)
+    # Complete reversal of the extremes: sum wO = 2, sum wE = 1.
+    assert metrics.quadratic_weighted_kappa([0, 4], [4, 0]) == pytest.approx(-1.0)
+
+
+def test_kappa_scale_is_fixed_by_num_classes():
+    # Kaggle's reference infers the scale from the data; here K is fixed, so the weights differ with K.
+    k5 = metrics.quadratic_weighted_kappa([0, 1, 2], [0, 2, 2], num_classes=5)
+    assert k5 == pytest.approx(_cohen_weighted_kappa_by_pairs([0, 1, 2], [0, 2, 2], 5))
+    assert k5 == pytest.approx(0.8)  # kappa is invariant to the scale of the quadratic weights
+
+
+def test_kappa_degenerate_cases():
+    # Both raters constant and equal: 0/0, defined as perfect agreement.
+    assert metrics.quadratic_weighted_kappa([2, 2, 2], [2, 2, 2]) == 1.0
+    # Both constant but different: sum wO = sum wE, kappa 0.
+    assert metrics.quadratic_weighted_kappa([1, 1, 1], [3, 3, 3]) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        metrics.quadratic_weighted_kappa([0, 5], [0, 1])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.quadratic_weighted_kappa([], [])
+
+
+def test_confusion_matrix_and_accuracy():
+    cm = metrics.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], num_classes=3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert metrics.accuracy([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2]) == pytest.approx(4 / 6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Thresholds on the expected grade.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_expected_grade_and_apply_thresholds():
+    probs = np.array([[1.0, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0], [0, 0, 0, 0, 1.0]])
+    np.testing.assert_allclose(metrics.expected_grade(probs), [0.0, 1.5, 4.0])
+    # A value equal to a threshold goes to the upper grade.
+    np.testing.assert_array_equal(
+        metrics.apply_thresholds([0.0, 0.5, 0.49, 1.5, 3.6, 9.0], [0.5, 1.5, 2.5, 3.5]), [0, 1, 0, 2, 4, 4]
+    )
+
+
+def _compressed_grades(seed, n=3000):
+    """Expected grades from a known monotone but compressed mapping, so rounding cuts in the wrong places."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(5, size=n, p=[0.6, 0.1, 0.15, 0.08, 0.07])
+    centres = np.array([0.0, 0.3, 0.7, 1.6, 2.5])
+    return centres[labels] + rng.normal(0, 0.08, n), labels, centres
+
+
+def test_fit_thresholds_beats_rounding_and_recovers_the_mapping():
+    expected, labels, centres = _compressed_grades(0)
+    thresholds = metrics.fit_thresholds(expected, labels)
+    assert thresholds.shape == (4,) and np.all(np.diff(thresholds) > 0)
+    fitted = metrics.quadratic_weighted_kappa(labels, metrics.apply_thresholds(expected, thresholds))
+    rounded = metrics.quadratic_weighted_kappa(labels, np.clip(np.round(expected), 0, 4).astype(int))
+    assert fitted >= rounded + 0.1
+    assert fitted > 0.95
+    # Each cut lies between the centres of the two grades it separates.
+    assert np.all(thresholds > centres[:-1]) and np.all(thresholds < centres[1:])
+    np.testing.assert_array_equal(thresholds, metrics.fit_thresholds(expected, labels))  # deterministic
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fit_thresholds_is_coordinatewise_optimal(seed):
+    # Guards the vectorised candidate scoring: no single-threshold move may improve the true kappa.
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, 300)
+    expected = np.clip(labels * 0.7 + rng.normal(0, 0.8, 300), 0, 4)
+    thresholds = metrics.fit_thresholds(expected, labels)
+    best = metrics.quadratic_weighted_kappa(labels, metrics.apply_thresholds(expected, thresholds))
+    rounded = metrics.quadratic_weighted_kappa(labels, metrics.apply_thresholds(expected, [0.5, 1.5, 2.5, 3.5]))
+    assert best >= rounded
+    for j in range(4):
+        low = thresholds[j - 1] if j else -1.0
+        high = thresholds[j + 1] if j < 3 else 5.0
+        for value in np.unique(np.concatenate([np.linspace(low, high, 200)[1:-1], expected])):
+            if not low < value < high:
+                continue
+            moved = thresholds.copy()
+            moved[j] = value
+            kappa = metrics.quadratic_weighted_kappa(labels, metrics.apply_thresholds(expected, moved))
+            assert kappa <= best + 1e-12
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binary tasks.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auc_matches_pair_count_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 150)
+    labels[:2] = [0, 1]
+    scores = np.round(rng.random(150) + 0.3 * labels, 1)  # coarse rounding: many ties within and across classes
+    assert metrics.roc_auc(labels, scores) == pytest.approx(_auc_by_pairs(labels, scores), abs=1e-12)
+
+
+def test_auc_known_values():
+    assert metrics.roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.9]) == 1.0
+    assert metrics.roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.9]) == 0.0
+    assert metrics.roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5
+    # One positive above two negatives, tied with the third: (1 + 1 + 0.5) / 3.
+    assert metrics.roc_auc([0, 0, 0, 1], [0.1, 0.2, 0.7, 0.7]) == pytest.approx(2.5 / 3)
+    with pytest.raises(ValueError, match="needs both classes"):
+        metrics.roc_auc([1, 1, 1], [0.1, 0.2, 0.3])
+
+
+def test_sensitivity_at_specificity_hand_example():
+    negatives = list(range(1, 11))  # scores 1..10
+    positives = [5, 9, 9.5, 10, 12]
+    labels = [0] * 10 + [1] * 5
+    scores = negatives + positives
+    # 90%: 9 of 10 negatives must score <= t -> t = 9; the positive tied at 9 is missed.
+    assert metrics.sensitivity_at_specificity(labels, scores, 0.9) == pytest.approx(3 / 5)
+    # 95%: ceil(9.5) = 10 negatives -> t = 10 -> only 12 counts.
+    assert metrics.sensitivity_at_specificity(labels, scores, 0.95) == pytest.approx(1 / 5)
+    assert metrics.sensitivity_at_specificity(labels, scores, 0.8) == pytest.approx(4 / 5)
+    assert metrics.sensitivity_at_specificity(labels, scores, 0.0) == 1.0
+    # Tied negatives: 50% needs 2 of 4, t = 0.5 covers three of them (specificity 75%).
+    assert metrics.sensitivity_at_specificity([0, 0, 0, 0, 1, 1], [0.1, 0.5, 0.5, 0.5, 0.5, 0.6], 0.5) == 0.5
+    with pytest.raises(ValueError):
+        metrics.sensitivity_at_specificity([1, 1], [0.1, 0.2], 0.9)
+
+
+def test_binary_tasks_use_the_documented_scores():
+    labels = np.array([0, 0, 1, 1, 2, 3, 4, 4])
+    probs = np.array(
+        [
+            [0.9, 0.1, 0, 0, 0],
+            [0.6, 0.1, 0.3, 0, 0],
+            [0.3, 0.7, 0, 0, 0],
+            [0.4, 0.2, 0.4, 0, 0],
+            [0.1, 0.5, 0.4, 0, 0],
+            [0.0, 0.0, 0.2, 0.8, 0],
+            [0.0, 0.0, 0.0, 0.1, 0.9],
+            [0.2, 0.2, 0.0, 0.0, 0.6],
+        ]
+    )
+    tasks = metrics.binary_tasks(labels, probs)
+    normal, referable = tasks["normal_vs_abnormal"], tasks["referable_vs_non_referable"]
+    assert normal["auc"] == pytest.approx(_auc_by_pairs((labels >= 1).tolist(), (1 - probs[:, 0]).tolist()))
+    assert normal["auc"] == 1.0
+    referable_scores = probs[:, 2:].sum(axis=1)
+    assert referable["auc"] == pytest.approx(_auc_by_pairs((labels >= 2).tolist(), referable_scores.tolist()))
+    assert referable["auc"] < 1.0  # grade-1 example with p2 = 0.4 outranks the grade-2 example with 0.4 (tie)
+    assert normal["accuracy"] == pytest.approx(1.0)
+    assert referable["accuracy"] == pytest.approx(np.mean((referable_scores > 0.5) == (labels >= 2)))
+    assert (normal["num_positive"], normal["num_negative"]) == (6, 2)
+    assert (referable["num_positive"], referable["num_negative"]) == (4, 4)
+
+    only_normal = metrics.binary_tasks([0, 0], probs[:2])["normal_vs_abnormal"]
+    assert only_normal["auc"] is None and only_normal["sensitivity_at_specificity_90"] is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _random_probs(rng, labels, num_classes=5):
+    logits = rng.normal(0, 1, (labels.size, num_classes))
+    logits[np.arange(labels.size), labels] += 2.0
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_grading_report_is_strict_json_and_consistent():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, 100)
+    probs = _random_probs(rng, labels)
+    thresholds = metrics.fit_thresholds(metrics.expected_grade(probs), labels)
+    report = metrics.grading_report(labels, probs, thresholds)
+    decoded = json.loads(json.dumps(report, allow_nan=False))
+    assert decoded["kappa"] == pytest.approx(metrics.quadratic_weighted_kappa(labels, probs.argmax(1)))
+    assert decoded["kappa_thresholded"] == pytest.approx(
+        metrics.quadratic_weighted_kappa(labels, metrics.apply_thresholds(metrics.expected_grade(probs), thresholds))
+    )
+    assert np.sum(decoded["confusion_matrix"]) == 100
+    assert decoded["normal_vs_abnormal"]["auc"] == pytest.approx(metrics.roc_auc(labels >= 1, 1 - probs[:, 0]))
+    assert "kappa_thresholded" not in metrics.grading_report(labels, probs)
+    # A set with one class only stays strict JSON (undefined AUCs are null).
+    json.dumps(metrics.grading_report(np.zeros(4, int), probs[:4]), allow_nan=False)
+
+
+def test_format_ablation_table():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, 60)
+    full = metrics.grading_report(labels, _random_probs(rng, labels), thresholds=[0.5, 1.5, 2.5, 3.5])
+    rows = {"M-Net": metrics.grading_report(labels, _random_probs(rng, labels)), "Zoom-in-Net": full}
+    lines = metrics.format_ablation_table(rows).splitlines()
+    assert lines[0].split() == ["model", "kappa", "kappa(thr)", "acc", "AUC", "normal", "AUC", "referable"]
+    assert len({len(line) for line in lines}) == 1  # aligned
+    assert lines[2].startswith("M-Net") and lines[2].split()[2] == "-"  # no thresholds for that row
+    assert lines[3].split()[1:] == [
+        f"{full['kappa']:.3f}",
+        f"{full['kappa_thresholded']:.3f}",
+        f"{full['accuracy']:.3f}",
+        f"{full['normal_vs_abnormal']['auc']:.3f}",
+        f"{full['referable_vs_non_referable']['auc']:.3f}",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lesion recall.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_lesion_recall_hand_example():
+    pred_boxes = np.array(
+        [
+            [[0, 0, 15, 15], [20, 20, 40, 40]],
+            [[0, 0, 16, 16], [50, 50, 60, 60]],
+        ]
+    )
+    lesion_boxes = np.array(
+        [
+            [[10, 10, 20, 20], [22, 22, 26, 26], [0, 0, 3, 3]],  # centres (15,15): on box 0's end edge; (24,24); (1,1)
+            [[10, 10, 20, 20], [1, 1, 2, 2], [0, 0, 0, 0]],  # (15,15) inside a box ending at 16; padding; padding
+        ]
+    )
+    lesion_kinds = np.array([[0, 1, 0], [0, 3, 3]])
+    lesion_valid = np.array([[True, True, True], [True, False, False]])
+    result = metrics.lesion_recall_at_k(pred_boxes, lesion_boxes, lesion_kinds, lesion_valid, ks=[1, 2, 3])
+    assert result["num_lesions"] == 4
+    assert result["recall@1"] == pytest.approx(2 / 4)  # (1,1) in image 0 and (15,15) in image 1
+    assert result["recall@2"] == pytest.approx(3 / 4)  # + (24,24); (15,15) in image 0 is never covered
+    assert result["recall@3"] == pytest.approx(3 / 4)  # k > N uses all N boxes
+    assert result["microaneurysm/num_lesions"] == 3
+    assert result["microaneurysm/recall@1"] == pytest.approx(2 / 3)
+    assert result["microaneurysm/recall@2"] == pytest.approx(2 / 3)
+    assert result["haemorrhage/recall@1"] == 0.0 and result["haemorrhage/recall@2"] == 1.0
+    assert not any(key.startswith("cotton_wool_spot") for key in result)  # only padding has that kind
+    nothing = metrics.lesion_recall_at_k(pred_boxes, lesion_boxes, lesion_kinds, np.zeros((2, 3), bool))
+    assert nothing == {"num_lesions": 0}
+
+
+@pytest.mark.parametrize(
+    "lesion_box, found",
+    [
+        ((19, 14, 21, 16), False),  # centre (20, 15): on the predicted box's y end edge (exclusive)
+        ((14, 19, 16, 21), False),  # centre (15, 20): on its x end edge
+        ((9, 14, 11, 16), True),  # centre (10, 15): on its y start edge (inclusive)
+        ((14, 9, 16, 11), True),  # centre (15, 10): on its x start edge
+        ((18, 18, 21, 21), True),  # odd size, centre pixel (19, 19): the last pixel inside
+        ((19, 19, 22, 22), False),  # odd size, centre (20.5, 20.5) -> pixel (20, 20): just outside
+        ((8, 14, 10, 16), False),  # centre (9, 15): just above
+    ],
+)
+def test_lesion_recall_box_edges(lesion_box, found):
+    pred_boxes = np.array([[[10, 10, 20, 20]]])
+    result = metrics.lesion_recall_at_k(pred_boxes, np.array([[lesion_box]]), np.zeros((1, 1), int), [[True]], ks=[1])
+    assert result["recall@1"] == float(found)
+
+
+def test_lesion_recall_matches_brute_force():
+    rng = np.random.default_rng(5)
+    b, n, num_lesions = 4, 5, 7
+    y0, x0 = rng.integers(0, 80, (b, n)), rng.integers(0, 80, (b, n))
+    pred_boxes = np.stack([y0, x0, y0 + 30, x0 + 30], axis=-1)
+    ly, lx = rng.integers(0, 100, (b, num_lesions)), rng.integers(0, 100, (b, num_lesions))
+    sizes = rng.integers(1, 9, (b, num_lesions))
+    lesion_boxes = np.stack([ly, lx, ly + sizes, lx + sizes], axis=-1)
+    kinds = rng.integers(0, 3, (b, num_lesions))
+    valid = rng.random((b, num_lesions)) < 0.8
+    result = metrics.lesion_recall_at_k(pred_boxes, lesion_boxes, kinds, valid, ks=range(1, n + 1))
+    for k in range(1, n + 1):
+        found = []
+        for i, j in itertools.product(range(b), range(num_lesions)):
+            if valid[i, j]:
+                cy = (lesion_boxes[i, j, 0] + lesion_boxes[i, j, 2]) / 2  # continuous centre, half-open boxes
+                cx = (lesion_boxes[i, j, 1] + lesion_boxes[i, j, 3]) / 2
+                found.append(any(p[0] <= cy < p[2] and p[1] <= cx < p[3] for p in pred_boxes[i, :k]))
+        assert result[f"recall@{k}"] == pytest.approx(np.mean(found))

@@ -1,0 +1,574 @@
+"""Evaluation metrics for DR grading and lesion localisation: plain numpy on host arrays.
+
+Everything here runs after the jitted eval step has brought predictions back to the host; nothing imports jax.
+
+- Grading: quadratic weighted kappa (the Kaggle EyePACS metric), accuracy, confusion matrix, and thresholds on the
+  expected grade fitted on validation (the usual Kaggle trick: regress, then cut).
+- Screening: AUC, accuracy and sensitivity at fixed specificity for normal vs abnormal (0 vs 1-4) and referable vs
+  non-referable (0-1 vs 2-4), the Messidor-style binary tasks.
+- Localisation: lesion recall@k, the share of annotated lesions whose centre lies inside one of the top-k selected
+  boxes (the paper's "four boxes cover 80% of the lesions").
+
+Conventions shared by all functions: a "positive" binary prediction means `score > threshold` (a score equal to the
+threshold is negative); undefined values (an AUC with one class present, a recall with no lesions) are reported as
+`None` in the dict-returning helpers, so reports stay strict JSON, and raise `ValueError` in the scalar functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+# Mirrors zoomin_jax.data.features.LESION_KINDS (not imported: that module pulls in tensorflow_datasets).
+LESION_KIND_NAMES = (
+    "microaneurysm",
+    "haemorrhage",
+    "hard_exudate",
+    "cotton_wool_spot",
+    "new_vessels",
+    "preretinal_haemorrhage",
+)
+
+# Specificities at which the binary tasks report sensitivity.
+REPORTED_SPECIFICITIES = (0.90, 0.95)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-class grading.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _as_grades(values: np.ndarray | Sequence[int], num_classes: int, name: str) -> np.ndarray:
+    """Checks that `values` is a 1-D array of integer grades in [0, num_classes) and returns it as int64."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}.")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise ValueError(f"{name} must hold integer grades, got dtype {array.dtype} with non-integer values.")
+    array = array.astype(np.int64)
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}), got values in [{array.min()}, {array.max()}]; "
+            "pass num_classes if the grading scale is larger."
+        )
+    return array
+
+
+def _check_pair(labels: np.ndarray, predictions: np.ndarray) -> None:
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels and predictions differ in shape: {labels.shape} vs {predictions.shape}.")
+    if labels.size == 0:
+        raise ValueError("labels and predictions are empty; a metric over no examples is undefined.")
+
+
+def confusion_matrix(
+    labels: np.ndarray | Sequence[int], predictions: np.ndarray | Sequence[int], num_classes: int
+) -> np.ndarray:
+    """Counts of (true grade, predicted grade) pairs.
+
+    Args:
+      labels: int[n], true grades in [0, num_classes).
+      predictions: int[n], predicted grades in [0, num_classes).
+      num_classes: the number of grades K.
+
+    Returns:
+      int64[K, K]; entry [i, j] is the number of examples of true grade i predicted as grade j (rows are truth).
+    """
+    labels = _as_grades(labels, num_classes, "labels")
+    predictions = _as_grades(predictions, num_classes, "predictions")
+    _check_pair(labels, predictions)
+    return _confusion_counts(labels, predictions, num_classes)
+
+
+def _confusion_counts(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """confusion_matrix without the checks (empty inputs give zeros)."""
+    flat = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def accuracy(labels: np.ndarray | Sequence[int], predictions: np.ndarray | Sequence[int]) -> float:
+    """Share of examples whose prediction equals the label.
+
+    Args:
+      labels: [n] true classes (any integer coding).
+      predictions: [n] predicted classes, same coding.
+
+    Returns:
+      The fraction in [0, 1].
+    """
+    labels = np.asarray(labels)
+    predictions = np.asarray(predictions)
+    _check_pair(labels, predictions)
+    return float(np.mean(labels == predictions))
+
+
+def _quadratic_weights(num_classes: int) -> np.ndarray:
+    if num_classes < 2:
+        raise ValueError(f"quadratic weighted kappa needs num_classes >= 2, got {num_classes}.")
+    grades = np.arange(num_classes, dtype=np.float64)
+    return (grades[:, None] - grades[None, :]) ** 2 / (num_classes - 1) ** 2
+
+
+def _kappa_from_sums(weighted_observed: np.ndarray | float, weighted_expected: np.ndarray | float) -> np.ndarray:
+    """1 - sum(w O) / sum(w E), with the degenerate 0 / 0 case (one shared constant grade) defined as 1."""
+    weighted_observed = np.asarray(weighted_observed, dtype=np.float64)
+    weighted_expected = np.asarray(weighted_expected, dtype=np.float64)
+    degenerate = weighted_expected <= 0.0
+    safe = np.where(degenerate, 1.0, weighted_expected)
+    return np.where(degenerate, 1.0, 1.0 - weighted_observed / safe)
+
+
+def quadratic_weighted_kappa(
+    labels: np.ndarray | Sequence[int], predictions: np.ndarray | Sequence[int], num_classes: int = 5
+) -> float:
+    """Quadratic weighted kappa, the Kaggle EyePACS definition.
+
+    O is the confusion matrix, E the outer product of the label and prediction histograms scaled to O's sum,
+    w[i, j] = (i - j)^2 / (K - 1)^2, and kappa = 1 - sum(w O) / sum(w E). Unlike Kaggle's reference code the
+    scale is fixed by `num_classes` rather than inferred from the observed range, so kappa does not change when a
+    batch happens to miss the extreme grades.
+
+    Degenerate case: sum(w E) = 0 only when labels and predictions are all one and the same grade (then O = E
+    and sum(w O) = 0 too). That is perfect agreement, so it returns 1.0 (Kaggle's reference divides 0 by 0).
+    When both are constant but different, sum(w E) > 0 and kappa is 1 - 1 = 0.
+
+    Args:
+      labels: int[n] true grades in [0, num_classes).
+      predictions: int[n] predicted grades in [0, num_classes).
+      num_classes: the number of grades K (5 for DR).
+
+    Returns:
+      Kappa in [-1, 1]; symmetric in its two arguments.
+    """
+    observed = confusion_matrix(labels, predictions, num_classes).astype(np.float64)
+    weights = _quadratic_weights(num_classes)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    return float(_kappa_from_sums(np.sum(weights * observed), np.sum(weights * expected)))
+
+
+def expected_grade(probs: np.ndarray) -> np.ndarray:
+    """The mean grade under the predicted distribution.
+
+    Args:
+      probs: float[n, K] class probabilities (rows sum to 1).
+
+    Returns:
+      float[n], probs @ arange(K), in [0, K - 1].
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be [n, num_classes], got shape {probs.shape}.")
+    return probs @ np.arange(probs.shape[1], dtype=np.float64)
+
+
+def apply_thresholds(expected: np.ndarray, thresholds: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Cuts continuous grades into integer grades.
+
+    Args:
+      expected: float[n] continuous grades (e.g. `expected_grade(probs)`).
+      thresholds: float[K - 1] increasing cut points.
+
+    Returns:
+      int64[n]; grade g is the number of thresholds <= value (np.digitize), so a value equal to a threshold goes
+      to the upper grade.
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.ndim != 1 or np.any(np.diff(thresholds) <= 0):
+        raise ValueError(f"thresholds must be a strictly increasing 1-D array, got {thresholds}.")
+    return np.digitize(np.asarray(expected, dtype=np.float64), thresholds).astype(np.int64)
+
+
+def fit_thresholds(
+    expected_grades: np.ndarray, labels: np.ndarray | Sequence[int], num_classes: int = 5, max_sweeps: int = 100
+) -> np.ndarray:
+    """Thresholds on the expected grade that maximise quadratic weighted kappa on the given (validation) data.
+
+    Deterministic coordinate ascent starting from plain rounding (0.5, 1.5, ...). Each step moves one threshold to
+    the best cut strictly between its neighbours; the candidate cuts are the midpoints between consecutive distinct
+    data values (every distinct partition of the data is one of them), plus points beyond the data range so that
+    the lowest or highest grades can be left empty. Kappa of every candidate of one threshold is evaluated at once
+    from cumulative label counts, so a sweep costs O(n log n). A move is taken only if it strictly improves kappa
+    (ties keep the current threshold), so the result is never worse than rounding and the search terminates.
+    It finds a coordinate-wise optimum, not necessarily the global one.
+
+    Args:
+      expected_grades: float[n] continuous grades on validation data.
+      labels: int[n] true grades.
+      num_classes: K; K - 1 thresholds are fitted.
+      max_sweeps: cap on full passes over the thresholds.
+
+    Returns:
+      float64[K - 1] strictly increasing thresholds for `apply_thresholds`.
+    """
+    values = np.asarray(expected_grades, dtype=np.float64)
+    labels = _as_grades(labels, num_classes, "labels")
+    if values.ndim != 1 or not np.all(np.isfinite(values)):
+        raise ValueError(f"expected_grades must be a finite 1-D array, got shape {values.shape}.")
+    _check_pair(labels, values)
+    weights = _quadratic_weights(num_classes)
+    n = values.size
+
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    sorted_labels = labels[order]
+    distinct = np.unique(sorted_values)
+    span = max(1.0, float(distinct[-1] - distinct[0]))
+    outside = span * np.arange(1, num_classes, dtype=np.float64)
+    candidates = np.unique(
+        np.concatenate(
+            [
+                (distinct[:-1] + distinct[1:]) / 2.0,
+                distinct[0] - outside,
+                distinct[-1] + outside,
+            ]
+        )
+    )
+    label_hist = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    label_weight = label_hist @ weights  # sum(w E) = label_weight . prediction_hist / n
+
+    def kappa_of(thr: np.ndarray) -> float:
+        return quadratic_weighted_kappa(labels, apply_thresholds(values, thr), num_classes)
+
+    thresholds = np.arange(num_classes - 1, dtype=np.float64) + 0.5
+    best = kappa_of(thresholds)
+    for _ in range(max_sweeps):
+        moved = False
+        for j in range(num_classes - 1):
+            low = thresholds[j - 1] if j > 0 else -np.inf
+            high = thresholds[j + 1] if j + 1 < num_classes - 1 else np.inf
+            options = candidates[(candidates > low) & (candidates < high)]
+            if options.size == 0:
+                continue
+            # Samples in [low, high) are predicted j if below the cut, j + 1 otherwise; the rest stay fixed.
+            start, stop = np.searchsorted(sorted_values, [low, high], side="left")
+            inside_labels = sorted_labels[start:stop]
+            predicted = apply_thresholds(values, thresholds)
+            outside_mask = np.ones(n, dtype=bool)
+            outside_mask[order[start:stop]] = False
+            fixed = _confusion_counts(labels[outside_mask], predicted[outside_mask], num_classes)
+            cumulative = np.concatenate(
+                [
+                    np.zeros((1, num_classes)),
+                    np.cumsum(np.eye(num_classes)[inside_labels], axis=0),
+                ]
+            )  # [m + 1, K]: label counts of the first p inside samples
+            below = np.searchsorted(sorted_values[start:stop], options, side="left")
+            counts_low = cumulative[below]  # [C, K] go to grade j
+            counts_high = cumulative[-1] - counts_low  # go to grade j + 1
+            weighted_observed = np.sum(weights * fixed) + counts_low @ weights[:, j] + counts_high @ weights[:, j + 1]
+            prediction_hist = np.tile(fixed.sum(axis=0).astype(np.float64), (options.size, 1))
+            prediction_hist[:, j] += below
+            prediction_hist[:, j + 1] += (stop - start) - below
+            kappas = _kappa_from_sums(weighted_observed, prediction_hist @ label_weight / n)
+            pick = int(np.argmax(kappas))
+            if kappas[pick] > best + 1e-12:
+                thresholds[j] = options[pick]
+                best = float(kappas[pick])
+                moved = True
+        if not moved:
+            break
+    return thresholds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binary screening tasks.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _binary_inputs(binary_labels: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float]):
+    labels = np.asarray(binary_labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.ndim != 1 or labels.shape != scores.shape:
+        raise ValueError(f"binary_labels and scores must be 1-D of equal length, got {labels.shape}, {scores.shape}.")
+    if not np.all((labels == 0) | (labels == 1)):
+        raise ValueError("binary_labels must be 0 (negative) or 1 (positive).")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite.")
+    return labels.astype(bool), scores
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]]))
+    ends = np.concatenate([starts[1:], [values.size]])
+    group_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(group_rank, ends - starts)
+    return ranks
+
+
+def roc_auc(binary_labels: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float]) -> float:
+    """Area under the ROC curve, as the Mann-Whitney statistic.
+
+    AUC = P(score of a random positive > score of a random negative), a tied pair counting one half; computed
+    from average ranks in O(n log n).
+
+    Args:
+      binary_labels: [n] 0 (negative) or 1 (positive).
+      scores: float[n], higher means more likely positive.
+
+    Returns:
+      The AUC in [0, 1].
+
+    Raises:
+      ValueError: if only one class is present (the AUC is undefined).
+    """
+    labels, scores = _binary_inputs(binary_labels, scores)
+    num_pos = int(labels.sum())
+    num_neg = labels.size - num_pos
+    if num_pos == 0 or num_neg == 0:
+        raise ValueError(
+            f"roc_auc needs both classes, got {num_pos} positives and {num_neg} negatives; "
+            "the AUC is undefined on this set."
+        )
+    rank_sum = _average_ranks(scores)[labels].sum()
+    return float((rank_sum - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg))
+
+
+def sensitivity_at_specificity(
+    binary_labels: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float], specificity: float
+) -> float:
+    """Sensitivity at the lowest operating point whose specificity reaches `specificity`.
+
+    The threshold is chosen on the negatives only: with positives predicted for `score > t`, t is the smallest
+    negative score such that at least ceil(specificity * num_negatives) negatives score <= t (t = -inf when the
+    target is 0). Ties: negatives tied at t all count as true negatives, so the achieved specificity can exceed
+    the target; positives tied at t count as missed (score > t is required), so sensitivity is never flattered
+    by ties.
+
+    Args:
+      binary_labels: [n] 0 (negative) or 1 (positive).
+      scores: float[n], higher means more likely positive.
+      specificity: target specificity in [0, 1].
+
+    Returns:
+      The share of positives with score > t.
+
+    Raises:
+      ValueError: if there are no negatives (no threshold can be set) or no positives (sensitivity undefined).
+    """
+    if not 0.0 <= specificity <= 1.0:
+        raise ValueError(f"specificity must lie in [0, 1], got {specificity}.")
+    labels, scores = _binary_inputs(binary_labels, scores)
+    negatives = np.sort(scores[~labels])
+    positives = scores[labels]
+    if negatives.size == 0 or positives.size == 0:
+        raise ValueError(
+            f"sensitivity_at_specificity needs both classes, got {positives.size} positives and "
+            f"{negatives.size} negatives."
+        )
+    needed = math.ceil(specificity * negatives.size - 1e-9)  # tolerance: 0.9 * 10 is 9.000000000000002
+    threshold = -np.inf if needed <= 0 else negatives[needed - 1]
+    return float(np.mean(positives > threshold))
+
+
+def _binary_task(binary_labels: np.ndarray, scores: np.ndarray) -> dict:
+    num_pos = int(binary_labels.sum())
+    num_neg = int(binary_labels.size - num_pos)
+    both = num_pos > 0 and num_neg > 0
+    task = {
+        "auc": roc_auc(binary_labels, scores) if both else None,
+        "accuracy": accuracy(binary_labels, (scores > 0.5).astype(binary_labels.dtype)),
+    }
+    for target in REPORTED_SPECIFICITIES:
+        key = f"sensitivity_at_specificity_{round(target * 100)}"
+        task[key] = sensitivity_at_specificity(binary_labels, scores, target) if both else None
+    task["num_positive"] = num_pos
+    task["num_negative"] = num_neg
+    return task
+
+
+def binary_tasks(labels: np.ndarray | Sequence[int], probs: np.ndarray) -> dict:
+    """The two screening tasks derived from 5-grade predictions.
+
+    normal vs abnormal: positive = grade 1-4, score = 1 - p0. referable vs non-referable: positive = grade 2-4,
+    score = p2 + p3 + p4. For each: AUC, accuracy of `score > 0.5`, sensitivity at 90% and 95% specificity
+    (`sensitivity_at_specificity`), and the class counts. Metrics undefined on the given set (AUC and sensitivity
+    when one class is absent) are None.
+
+    Args:
+      labels: int[n] grades in [0, K).
+      probs: float[n, K] grade probabilities, K >= 3.
+
+    Returns:
+      {"normal_vs_abnormal": {...}, "referable_vs_non_referable": {...}}, each with keys auc, accuracy,
+      sensitivity_at_specificity_90, sensitivity_at_specificity_95, num_positive, num_negative.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] < 3:
+        raise ValueError(f"probs must be [n, K] with K >= 3 grades, got shape {probs.shape}.")
+    labels = _as_grades(labels, probs.shape[1], "labels")
+    if labels.shape[0] != probs.shape[0]:
+        raise ValueError(f"labels ({labels.shape[0]}) and probs ({probs.shape[0]}) differ in length.")
+    return {
+        "normal_vs_abnormal": _binary_task((labels >= 1).astype(np.int64), 1.0 - probs[:, 0]),
+        "referable_vs_non_referable": _binary_task((labels >= 2).astype(np.int64), probs[:, 2:].sum(axis=1)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def grading_report(
+    labels: np.ndarray | Sequence[int], probs: np.ndarray, thresholds: np.ndarray | Sequence[float] | None = None
+) -> dict:
+    """All grading metrics of one evaluation, as plain Python values (json.dumps works on it).
+
+    Args:
+      labels: int[n] true grades in [0, K).
+      probs: float[n, K] predicted grade probabilities.
+      thresholds: optional float[K - 1] cut points on the expected grade (fitted on validation with
+        `fit_thresholds`); when given, the report adds kappa and accuracy of the thresholded expected grade.
+
+    Returns:
+      {"num_examples", "kappa" (of the argmax), "accuracy", "confusion_matrix" (nested lists, rows = truth),
+      optionally "kappa_thresholded", "accuracy_thresholded", "confusion_matrix_thresholded", "thresholds",
+      and the two `binary_tasks` entries}.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be [n, num_classes], got shape {probs.shape}.")
+    num_classes = probs.shape[1]
+    labels = _as_grades(labels, num_classes, "labels")
+    predictions = np.argmax(probs, axis=1)
+    report = {
+        "num_examples": int(labels.size),
+        "kappa": quadratic_weighted_kappa(labels, predictions, num_classes),
+        "accuracy": accuracy(labels, predictions),
+        "confusion_matrix": confusion_matrix(labels, predictions, num_classes).tolist(),
+    }
+    if thresholds is not None:
+        thresholded = apply_thresholds(expected_grade(probs), thresholds)
+        report["thresholds"] = [float(t) for t in np.asarray(thresholds)]
+        report["kappa_thresholded"] = quadratic_weighted_kappa(labels, thresholded, num_classes)
+        report["accuracy_thresholded"] = accuracy(labels, thresholded)
+        report["confusion_matrix_thresholded"] = confusion_matrix(labels, thresholded, num_classes).tolist()
+    report.update(binary_tasks(labels, probs))
+    return report
+
+
+ABLATION_COLUMNS = (
+    ("kappa", ("kappa",)),
+    ("kappa(thr)", ("kappa_thresholded",)),
+    ("acc", ("accuracy",)),
+    ("AUC normal", ("normal_vs_abnormal", "auc")),
+    ("AUC referable", ("referable_vs_non_referable", "auc")),
+)
+
+
+def format_ablation_table(rows: Mapping[str, Mapping]) -> str:
+    """An aligned text table of grading reports, one model variant per row.
+
+    Args:
+      rows: variant name (e.g. "M-Net", "M-Net + A-Net", "Zoom-in-Net") -> its `grading_report`, in display
+        order. A missing or None value prints as "-".
+
+    Returns:
+      The table: a header line, a rule, one line per row; numbers with three decimals.
+    """
+    header = ["model"] + [name for name, _ in ABLATION_COLUMNS]
+    lines = []
+    for name, report in rows.items():
+        cells = [str(name)]
+        for _, path in ABLATION_COLUMNS:
+            value = report
+            for key in path:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            cells.append("-" if value is None else f"{float(value):.3f}")
+        lines.append(cells)
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+
+    def render(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest])
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([render(header), rule, *(render(cells) for cells in lines)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lesion localisation.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def lesion_recall_at_k(
+    pred_boxes: np.ndarray,
+    lesion_boxes: np.ndarray,
+    lesion_kinds: np.ndarray,
+    lesion_valid: np.ndarray,
+    ks: Iterable[int] = range(1, 9),
+    kind_names: Sequence[str] = LESION_KIND_NAMES,
+) -> dict:
+    """Share of annotated lesions whose centre lies inside one of the top-k predicted boxes.
+
+    Boxes are integer pixel coordinates (y0, x0, y1, x1), end exclusive. A lesion's centre is the pixel
+    ((y0 + y1) // 2, (x0 + x1) // 2); it is inside a predicted box when py0 <= cy < py1 and px0 <= cx < px1. For
+    integer boxes this is the same as the continuous centre lying in the half-open box, so a centre on a
+    predicted box's end edge is outside it. When k exceeds the number of predicted boxes N, all N are used.
+
+    Args:
+      pred_boxes: int[B, N, 4] selected boxes per image, best first.
+      lesion_boxes: int[B, L, 4] annotated lesion boxes, padded to L.
+      lesion_kinds: int[B, L] index into `kind_names` of each lesion.
+      lesion_valid: bool[B, L], False for padding.
+      ks: the k values to report.
+      kind_names: names of the lesion kind indices.
+
+    Returns:
+      A flat dict: "num_lesions" and "recall@k" for every k over all lesions, and "<kind>/num_lesions",
+      "<kind>/recall@k" per kind. A recall is present only when its group has at least one lesion: kinds with no
+      valid lesion are absent, and with no lesions at all only "num_lesions": 0 is returned.
+    """
+    pred_boxes = np.asarray(pred_boxes)
+    lesion_boxes = np.asarray(lesion_boxes)
+    lesion_kinds = np.asarray(lesion_kinds)
+    lesion_valid = np.asarray(lesion_valid, dtype=bool)
+    if pred_boxes.ndim != 3 or pred_boxes.shape[-1] != 4:
+        raise ValueError(f"pred_boxes must be [B, N, 4], got shape {pred_boxes.shape}.")
+    if lesion_boxes.ndim != 3 or lesion_boxes.shape[-1] != 4 or lesion_boxes.shape[0] != pred_boxes.shape[0]:
+        raise ValueError(f"lesion_boxes must be [B, L, 4] with B = {pred_boxes.shape[0]}, got {lesion_boxes.shape}.")
+    if lesion_kinds.shape != lesion_boxes.shape[:2] or lesion_valid.shape != lesion_boxes.shape[:2]:
+        raise ValueError(
+            f"lesion_kinds {lesion_kinds.shape} and lesion_valid {lesion_valid.shape} must be {lesion_boxes.shape[:2]}."
+        )
+    ks = [int(k) for k in ks]
+    if any(k < 1 for k in ks):
+        raise ValueError(f"ks must be positive, got {ks}.")
+    valid_kinds = lesion_kinds[lesion_valid]
+    if valid_kinds.size and (valid_kinds.min() < 0 or valid_kinds.max() >= len(kind_names)):
+        raise ValueError(f"lesion kinds must index kind_names ({len(kind_names)} names), got {np.unique(valid_kinds)}.")
+
+    centre_y = (lesion_boxes[..., 0] + lesion_boxes[..., 2]) // 2  # [B, L]
+    centre_x = (lesion_boxes[..., 1] + lesion_boxes[..., 3]) // 2
+    pred = pred_boxes[:, None, :, :]  # [B, 1, N, 4]
+    inside = (
+        (pred[..., 0] <= centre_y[..., None])
+        & (centre_y[..., None] < pred[..., 2])
+        & (pred[..., 1] <= centre_x[..., None])
+        & (centre_x[..., None] < pred[..., 3])
+    )  # [B, L, N]
+    # first_hit[b, l]: 1-based rank of the first box containing the centre; above every k if none does.
+    first_hit = np.where(inside.any(axis=-1), np.argmax(inside, axis=-1) + 1, np.iinfo(np.int64).max)
+
+    def group(mask: np.ndarray, prefix: str) -> dict:
+        hits = first_hit[mask]
+        out = {f"{prefix}num_lesions": int(hits.size)}
+        if hits.size:
+            for k in ks:
+                out[f"{prefix}recall@{k}"] = float(np.mean(hits <= k))
+        return out
+
+    result = group(lesion_valid, "")
+    for index, name in enumerate(kind_names):
+        mask = lesion_valid & (lesion_kinds == index)
+        if mask.any():
+            result.update(group(mask, f"{name}/"))
+    return result
