@@ -7,3 +7,8 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+
+# As configs/default.py's prng_impl: much faster to compile parameter initialisation on CPU.
+jax.config.update("jax_default_prng_impl", "rbg")

@@ -1,0 +1,124 @@
+"""The zoom-in model: one sharded program, consistent outputs, gradients, parameter counts, config checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default, full
+from zoomin_jax import regions, sharding
+from zoomin_jax.forward import abstract_variables, build, init_variables, make_forward
+from zoomin_jax.models.zoom_in import param_counts
+from zoomin_jax.validate import ConfigError, validate_config
+
+
+def tiny_config():
+    c = default.get_config()
+    m = c.model
+    m.image_size, m.low_res_size = 200, 80
+    m.mnet.repeats, m.mnet.width = (1, 1, 1), 0.125
+    m.cnet.repeats, m.cnet.width = (1, 1, 1), 0.125
+    m.anet.endpoint, m.anet.hidden = "block35_1_ac", 8  # 7x7 at 80 input
+    m.regions.patch_size, m.regions.num_regions = 80, 3
+    c.batch_size = 8
+    return c
+
+
+@pytest.fixture(scope="module")
+def setup():
+    c = tiny_config()
+    mesh = sharding.make_mesh(-1)
+    model = build(c)
+    variables = init_variables(model, c, mesh, jax.random.PRNGKey(0))
+    images = np.random.default_rng(0).integers(0, 256, (8, 200, 200, 3), dtype=np.uint8)
+    return c, mesh, model, variables, images
+
+
+def test_sharded_forward_equals_single_device_and_is_consistent(setup):
+    c, mesh, model, variables, images = setup
+    assert mesh.size == 8
+    batch = sharding.to_global(images, mesh)
+    assert len(batch.addressable_shards) == 8 and batch.addressable_shards[0].data.shape[0] == 1
+    out = jax.device_get(make_forward(model, mesh)(variables, batch))
+    single = jax.device_get(jax.jit(lambda v, x: model.apply(v, x, train=False))(jax.device_get(variables), images))
+    for k in ("logits", "mnet_logits", "anet_logits", "gated", "box_scores"):
+        np.testing.assert_allclose(out[k], single[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    np.testing.assert_array_equal(out["boxes"], single["boxes"])
+
+    assert out["logits"].shape == (8, 5) and out["gated"].shape == (8, 7, 7, 5)
+    assert out["boxes"].shape == (8, 3, 4) and out["boxes"].dtype == np.int32
+    # A-Net logits are the spatial sums of the gated maps, and attention sums to one per grade.
+    np.testing.assert_allclose(out["anet_logits"], out["gated"].sum(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["attention"].sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    # The boxes are the top-N of G reduced (max) over lesion levels 1..4.
+    want, want_scores = regions.select_boxes(out["gated"][..., 1:].max(-1), 200, 80, 3, 0.25)
+    np.testing.assert_array_equal(out["boxes"], want)
+    np.testing.assert_allclose(out["box_scores"], want_scores, rtol=1e-6)
+
+
+def test_uint8_and_scaled_float_inputs_agree(setup):
+    _, _, model, variables, images = setup
+    apply = jax.jit(lambda x: model.apply(variables, x, train=False))
+    a = apply(images[:2])
+    b = apply(images[:2].astype(np.float32) / 127.5 - 1.0)
+    np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_fused_head_gets_no_gradient_through_region_selection(setup):
+    """The final logits depend on A-Net only through the boxes, so A-Net's gradient from them is exactly zero,
+    while C-Net, the fusion head and M-Net all get gradients."""
+    _, _, model, variables, images = setup
+    x = images[:4]
+
+    def loss(params):
+        out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(out["logits"] ** 2)
+
+    g = jax.jit(jax.grad(loss))(variables["params"])
+    norm = lambda t: float(sum(jnp.sum(jnp.abs(v)) for v in jax.tree_util.tree_leaves(t)))  # noqa: E731
+    assert norm(g["anet"]) == 0.0
+    assert norm(g["cnet"]) > 0 and norm(g["fusion_head"]) > 0 and norm(g["mnet"]) > 0
+
+
+@pytest.mark.parametrize("reduce,pooling,n_out", [("per_level", "attention", 12), ("max", "mean", 3)])
+def test_region_options(reduce, pooling, n_out):
+    c = tiny_config()
+    c.model.regions.reduce, c.model.pooling = reduce, pooling
+    model = build(c)
+    images = np.random.default_rng(1).integers(0, 256, (2, 200, 200, 3), dtype=np.uint8)
+    out = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(1), x, train=False), x, train=False))(images)
+    assert out["boxes"].shape == (2, n_out, 4)
+    if reduce == "per_level":  # level by level: the third level's boxes come from G[..., 3] alone
+        want, _ = regions.select_boxes(out["gated"][..., 3], 200, 80, 3, 0.25)
+        np.testing.assert_array_equal(out["boxes"][:, 6:9], want)
+
+
+def test_full_config_builds_paper_scale_parameters_abstractly():
+    c = full.get_config()
+    validate_config(c, 8)
+    shapes = abstract_variables(build(c), c)
+    counts = param_counts(shapes["params"])
+    # Keras' InceptionResNetV2 without top has 54,276,192 trainable parameters; M-Net adds a 1536x5 head.
+    assert counts["mnet"] == 54_276_192 + 1536 * 5 + 5
+    assert counts["cnet"] == 54_276_192 + 2 * 1536 * 5 + 5
+    assert counts["total"] == counts["mnet"] + counts["anet"] + counts["cnet"]
+    assert shapes["params"]["anet"]["score"]["kernel"].shape == (1, 1, 1536, 5)
+
+
+@pytest.mark.parametrize(
+    "edit,num_devices,pattern",
+    [
+        (lambda c: setattr(c.model.regions, "patch_size", 500), 8, r"patch_size=500 is larger .*image_size=400"),
+        (lambda c: setattr(c, "batch_size", 12), 8, r"batch_size=12 is not divisible by the 8 devices"),
+        (lambda c: setattr(c.model.anet, "endpoint", "block17_20_ac"), 8,
+         r"'block17_20_ac' does not exist .*\(1, 2, 1\)"),
+        (lambda c: setattr(c.model.regions, "num_regions", 70), 8, r"num_regions=70 .* 8x8=64 cells"),
+        (lambda c: setattr(c.model, "low_res_size", 60), 8, r"low_res_size=60 is below .* 75"),
+    ],
+)
+def test_bad_configs_fail_before_compiling_with_the_numbers(edit, num_devices, pattern):
+    c = default.get_config()
+    validate_config(c, num_devices)  # the default itself is fine
+    edit(c)
+    with pytest.raises(ConfigError, match=pattern):
+        validate_config(c, num_devices)

@@ -1,0 +1,162 @@
+"""Zoom-in-Net: M-Net on the low-res view, A-Net's gated attention, top-N zoom-in crops, C-Net and fusion.
+
+One module, one forward pass, one XLA program: the low-res view is derived on device, the regions are chosen with
+`zoomin_jax.regions` (shape-static, `stop_gradient` on the indices) and C-Net runs on the high-res crops.
+
+Choices the paper leaves open, each a config field (see configs/default.py): A-Net reads one named M-Net endpoint;
+its attention branch is conv3x3(hidden) + ReLU + conv1x1(K) followed by a spatial softmax per grade; regions are
+chosen on the gated map G reduced over lesion levels 1..4 (max) or per level; C-Net patch features are pooled over
+the patches (max, mean, or weighted by the softmax of the box scores) and concatenated with M-Net's pooled feature
+before the final linear layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from zoomin_jax import regions
+from zoomin_jax.models.inception_resnet import InceptionResNetV2
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class ANet(nn.Module):
+    """Attention network on an M-Net feature map.
+
+    S = conv1x1(F) gives one score map per grade; A = spatial softmax (per grade) of a small conv stack on F;
+    G = S * A; the logits are the spatial sums of G, i.e. each grade's score averaged under its own attention.
+    """
+
+    num_classes: int
+    hidden: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, f: jnp.ndarray) -> dict[str, jnp.ndarray]:
+        s = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="score")(f).astype(jnp.float32)
+        a = nn.relu(nn.Conv(self.hidden, (3, 3), padding="SAME", dtype=self.dtype, name="attention_0")(f))
+        a = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="attention_1")(a).astype(jnp.float32)
+        b, h, w, k = a.shape
+        a = jax.nn.softmax(a.reshape(b, h * w, k), axis=1).reshape(b, h, w, k)
+        g = s * a
+        return {"scores": s, "attention": a, "gated": g, "logits": g.sum(axis=(1, 2))}
+
+
+class ZoomInNet(nn.Module):
+    """The whole network. Build it with `ZoomInNet.from_config(config.model)`.
+
+    Attributes mirror `config.model`; see configs/default.py for their meaning and defaults.
+    """
+
+    image_size: int
+    low_res_size: int
+    num_classes: int = 5
+    mnet_repeats: Sequence[int] = (10, 20, 10)
+    mnet_width: float = 1.0
+    cnet_repeats: Sequence[int] = (10, 20, 10)
+    cnet_width: float = 1.0
+    anet_endpoint: str = "conv_7b_ac"
+    anet_hidden: int = 256
+    num_regions: int = 4
+    patch_size: int = 294
+    iou_threshold: float = 0.25
+    region_levels: Sequence[int] = (1, 2, 3, 4)
+    region_reduce: str = "max"
+    pooling: str = "max"
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @classmethod
+    def from_config(cls, m: ml_collections.ConfigDict) -> ZoomInNet:
+        """The module described by `config.model`."""
+        return cls(
+            image_size=m.image_size, low_res_size=m.low_res_size, num_classes=m.num_classes,
+            mnet_repeats=tuple(m.mnet.repeats), mnet_width=m.mnet.width,
+            cnet_repeats=tuple(m.cnet.repeats), cnet_width=m.cnet.width,
+            anet_endpoint=m.anet.endpoint, anet_hidden=m.anet.hidden,
+            num_regions=m.regions.num_regions, patch_size=m.regions.patch_size,
+            iou_threshold=m.regions.iou_threshold, region_levels=tuple(m.regions.levels),
+            region_reduce=m.regions.reduce, pooling=m.pooling, dropout=m.dropout, dtype=DTYPES[m.dtype],
+        )
+
+    def _select(self, gated: jnp.ndarray):
+        lesion = gated[..., jnp.asarray(self.region_levels)]  # (B, h, w, L)
+        args = (self.image_size, self.patch_size, self.num_regions, self.iou_threshold)
+        if self.region_reduce == "max":
+            return regions.select_boxes(lesion.max(axis=-1), *args)
+        # "per_level": N boxes from each level's map, concatenated level by level -> (B, L * N, 4).
+        per_level = [regions.select_boxes(lesion[..., i], *args) for i in range(lesion.shape[-1])]
+        return tuple(jnp.concatenate(parts, axis=1) for parts in zip(*per_level, strict=True))
+
+    def _pool(self, feats: jnp.ndarray, box_scores: jnp.ndarray) -> jnp.ndarray:
+        if self.pooling == "max":
+            return feats.max(axis=1)
+        if self.pooling == "mean":
+            return feats.mean(axis=1)
+        weights = jax.nn.softmax(box_scores, axis=1)  # "attention": the boxes' own gated scores
+        return jnp.einsum("bn,bnd->bd", weights, feats)
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, train: bool = False) -> dict[str, jnp.ndarray]:
+        """Grades a batch of high-res fundus images.
+
+        Args:
+          images: (B, S, S, 3), S = image_size; uint8 in [0, 255], or float already scaled to [-1, 1].
+          train: BatchNorm batch statistics and dropout (needs a 'dropout' rng when dropout > 0).
+
+        Returns:
+          logits (B, K) of the fused head; mnet_logits, anet_logits (B, K); gated, attention, scores (B, h, w, K);
+          boxes (B, N', 4) int32 high-res (y0, x0, y1, x1) end exclusive; box_scores (B, N') — N' = N, or
+          N * len(region_levels) with region_reduce 'per_level'.
+        """
+        x = images.astype(jnp.float32)
+        if images.dtype == jnp.uint8:
+            x = x / 127.5 - 1.0
+        b = x.shape[0]
+        low = jax.image.resize(x, (b, self.low_res_size, self.low_res_size, x.shape[-1]), "linear", antialias=True)
+        drop = nn.Dropout(self.dropout, deterministic=not train)
+
+        m = InceptionResNetV2(self.mnet_repeats, self.mnet_width, self.dtype, name="mnet")(low, train)
+        f_m = m["pool"]
+        mnet_logits = nn.Dense(self.num_classes, name="mnet_head")(drop(f_m))
+
+        a = ANet(self.num_classes, self.anet_hidden, self.dtype, name="anet")(m[self.anet_endpoint])
+        boxes, box_scores = self._select(a["gated"])
+
+        patches = regions.crop(x, boxes, self.patch_size)  # (B, N', P, P, 3)
+        n = patches.shape[1]
+        patches = patches.reshape(b * n, *patches.shape[2:])
+        c = InceptionResNetV2(self.cnet_repeats, self.cnet_width, self.dtype, name="cnet")(patches, train)
+        f_c = self._pool(c["pool"].reshape(b, n, -1), box_scores)
+        fused = jnp.concatenate([f_m, f_c], axis=-1)
+        logits = nn.Dense(self.num_classes, name="fusion_head")(drop(fused))
+        return {
+            "logits": logits.astype(jnp.float32),
+            "mnet_logits": mnet_logits.astype(jnp.float32),
+            "anet_logits": a["logits"],
+            "gated": a["gated"],
+            "attention": a["attention"],
+            "scores": a["scores"],
+            "boxes": boxes,
+            "box_scores": box_scores,
+        }
+
+
+# Top-level parameter collections of each sub-network, for counting, freezing and reporting.
+SUBNETWORKS = {"mnet": ("mnet", "mnet_head"), "anet": ("anet",), "cnet": ("cnet", "fusion_head")}
+
+
+def param_counts(params: dict) -> dict[str, int]:
+    """Number of parameters per sub-network (M-Net incl. its head, A-Net, C-Net incl. the fusion head) and total."""
+    counts = {
+        name: sum(int(x.size) for k in keys if k in params for x in jax.tree_util.tree_leaves(params[k]))
+        for name, keys in SUBNETWORKS.items()
+    }
+    counts["total"] = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+    return counts

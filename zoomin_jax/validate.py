@@ -1,0 +1,76 @@
+"""Checks that a config can work, before anything is traced or compiled; errors name the numbers."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from zoomin_jax.models import inception_resnet as irv2
+from zoomin_jax.models.zoom_in import DTYPES
+
+
+class ConfigError(ValueError):
+    """A config that cannot work; the message says which field, its value, and what would."""
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Raises ConfigError on the first field that cannot work.
+
+    Args:
+      config: a full config (configs/default.py schema).
+      num_devices: devices on the mesh's data axis (global), which must divide the global batch.
+    """
+    m = config.model
+    r = m.regions
+    problems = []
+    if m.low_res_size < irv2.MIN_INPUT_SIZE:
+        problems.append(f"model.low_res_size={m.low_res_size} is below the backbone's minimum {irv2.MIN_INPUT_SIZE}")
+    if m.low_res_size > m.image_size:
+        problems.append(f"model.low_res_size={m.low_res_size} exceeds model.image_size={m.image_size}")
+    if r.patch_size > m.image_size:
+        problems.append(
+            f"model.regions.patch_size={r.patch_size} is larger than the high-res image "
+            f"(model.image_size={m.image_size}); use a patch of at most {m.image_size}"
+        )
+    elif r.patch_size < irv2.MIN_INPUT_SIZE:
+        problems.append(f"model.regions.patch_size={r.patch_size} is below C-Net's minimum input {irv2.MIN_INPUT_SIZE}")
+    for net in ("mnet", "cnet"):
+        reps = tuple(m[net].repeats)
+        if len(reps) != 3 or min(reps) < 1:
+            problems.append(f"model.{net}.repeats={reps} must be three counts >= 1 (block35, block17, block8)")
+        if not m[net].width > 0:
+            problems.append(f"model.{net}.width={m[net].width} must be positive")
+    names = irv2.endpoint_names(tuple(m.mnet.repeats)) if not problems else []
+    if names and m.anet.endpoint not in names:
+        stage = {f"block{s}": s for s in (35, 17, 8)}
+        last = [n for n in names if n.endswith("_ac") and n.startswith(tuple(stage))][-1:]
+        problems.append(
+            f"model.anet.endpoint={m.anet.endpoint!r} does not exist for M-Net repeats {tuple(m.mnet.repeats)}; "
+            f"choose one of {names[0]!r}, ..., {names[-1]!r} (e.g. {last or names[-1:]})"
+        )
+    elif names:
+        side = irv2.stage_sizes(m.low_res_size)[irv2.endpoint_stage(m.anet.endpoint)]
+        cells = side * side
+        per_map = r.num_regions
+        if not 1 <= per_map <= cells:
+            problems.append(
+                f"model.regions.num_regions={r.num_regions} cannot be chosen from the {side}x{side}={cells} cells of "
+                f"{m.anet.endpoint} at low_res_size={m.low_res_size}"
+            )
+    if r.reduce not in ("max", "per_level"):
+        problems.append(f"model.regions.reduce={r.reduce!r} must be 'max' or 'per_level'")
+    levels = tuple(r.levels)
+    if not levels or any(not 0 <= lv < m.num_classes for lv in levels):
+        problems.append(f"model.regions.levels={levels} must be non-empty grades in 0..{m.num_classes - 1}")
+    if not 0.0 <= r.iou_threshold <= 1.0:
+        problems.append(f"model.regions.iou_threshold={r.iou_threshold} must lie in [0, 1]")
+    if m.pooling not in ("max", "mean", "attention"):
+        problems.append(f"model.pooling={m.pooling!r} must be 'max', 'mean' or 'attention'")
+    if m.dtype not in DTYPES:
+        problems.append(f"model.dtype={m.dtype!r} must be one of {sorted(DTYPES)}")
+    if config.batch_size % num_devices:
+        problems.append(
+            f"batch_size={config.batch_size} is not divisible by the {num_devices} devices of the data axis; "
+            f"use a multiple of {num_devices} (e.g. {num_devices * max(1, config.batch_size // num_devices)})"
+        )
+    if problems:
+        raise ConfigError("Config cannot work:\n  - " + "\n  - ".join(problems))
