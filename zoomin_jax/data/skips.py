@@ -1,0 +1,314 @@
+"""Skip accounting and the other pieces the real-dataset builders (eyepacs, idrid, messidor) share.
+
+A real download always has some unusable entries: unreadable or grey photographs, label rows without a photo,
+photos without a row, grades out of range, duplicated rows. A builder never guesses: it skips the example and
+counts the reason in a `SkipCounter`. The totals are logged at the end of each split and stored in the prepared
+dataset's metadata, so `builder.info.metadata["skipped"]` gives `{split: {reason: count}}` after re-opening.
+
+Also here: the `RealConfig` every real builder takes (stored size, Graham normalisation, minimum photo size), the
+missing-file error that says what to do, the thread-pool map the builders decode with, and the step from a photo to
+a stored example.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from zoomin_jax.data import features as features_lib
+from zoomin_jax.data import preprocess
+
+
+class SkipCounter:
+    """Counts skipped examples of one split by reason and remembers a few ids per reason for the log."""
+
+    def __init__(self, split: str, keep_ids: int = 5):
+        self.split = split
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._ids: dict[str, list[str]] = collections.defaultdict(list)
+        self._keep_ids = keep_ids
+
+    def add(self, reason: str, example_id: str = "") -> None:
+        self.counts[reason] += 1
+        if example_id and len(self._ids[reason]) < self._keep_ids:
+            self._ids[reason].append(example_id)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+    def log(self, kept: int) -> None:
+        """Logs the split's totals (absl), with example ids per reason."""
+        if not self.counts:
+            logging.info("split %s: %d examples, none skipped", self.split, kept)
+            return
+        detail = "; ".join(f"{r}: {n} (e.g. {', '.join(self._ids[r])})" for r, n in sorted(self.counts.items()))
+        logging.warning("split %s: %d examples, %d skipped -- %s", self.split, kept, self.total, detail)
+
+
+@dataclasses.dataclass(eq=False)
+class RealConfig(tfds.core.BuilderConfig):
+    """Config of a real-dataset builder.
+
+    Attributes:
+      image_size: side of the stored square image (400 for CPU runs, 1230 as in the paper).
+      graham: apply Ben Graham's normalisation before storing (see `preprocess.graham`).
+      min_side: photographs whose shorter side is below this many pixels are skipped ("too_small").
+    """
+
+    image_size: int = 400
+    graham: bool = False
+    min_side: int = 256
+
+
+def config_name(image_size: int, graham: bool, min_side: int = 256) -> str:
+    name = f"{image_size}px" + ("_graham" if graham else "")
+    return name if min_side == 256 else f"{name}_min{min_side}"
+
+
+def make_config(image_size: int, graham: bool = False, min_side: int = 256) -> RealConfig:
+    return RealConfig(
+        name=config_name(image_size, graham, min_side),
+        description=f"{image_size}x{image_size} disc crops{', Graham-normalised' if graham else ''}",
+        image_size=image_size,
+        graham=graham,
+        min_side=min_side,
+    )
+
+
+STANDARD_CONFIGS = [make_config(s, g) for s in (400, 1230) for g in (False, True)]
+
+
+def require(path: Path, what: str, dataset: str, how: str) -> Path:
+    """Returns `path` if it exists, else raises FileNotFoundError naming what was expected where and how to get it."""
+    if not path.exists():
+        raise FileNotFoundError(f"{dataset}: expected {what} at {path}, but it does not exist.\n{how}")
+    return path
+
+
+def ordered_map(
+    fn: Callable[[Any], dict], items: Iterable[Any], num_workers: int = 1
+) -> Iterator[tuple[Any, dict | preprocess.BadPhoto]]:
+    """Yields (item, fn(item)) in input order, or (item, BadPhoto) where fn rejected the photo.
+
+    With num_workers > 1, fn runs in a thread pool: PIL decodes, resizes, blurs and encodes without the GIL, so
+    threads scale without the pickling and fork hazards of processes. At most 4 * num_workers items are in flight.
+    """
+
+    def call(item):
+        try:
+            return fn(item)
+        except preprocess.BadPhoto as e:
+            return e
+
+    if num_workers <= 1:
+        for item in items:
+            yield item, call(item)
+        return
+    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append((item, pool.submit(call, item)))
+            if len(pending) >= 4 * num_workers:
+                first, fut = pending.popleft()
+                yield first, fut.result()
+        while pending:
+            first, fut = pending.popleft()
+            yield first, fut.result()
+
+
+def unique_rows(
+    rows: Iterable[dict[str, str]], key: str, counter: SkipCounter, compare: tuple[str, ...] | None = None
+) -> dict[str, dict[str, str]]:
+    """Label rows by `key` with repeats resolved: repeats that agree on the `compare` fields (default all) are kept
+    once ("duplicate_row" per extra row), disagreeing repeats are dropped altogether ("conflicting_rows"), so no
+    example is ever stored with a guessed label. Rows with an empty key (blank lines at a sheet's end) are ignored."""
+    by_key: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        if row.get(key):
+            by_key.setdefault(row[key], []).append(row)
+    out = {}
+    for name, group in by_key.items():
+        if len({tuple((k, r.get(k)) for k in (compare or sorted(r))) for r in group}) > 1:
+            counter.add("conflicting_rows", name)
+            continue
+        for _ in group[1:]:
+            counter.add("duplicate_row", name)
+        out[name] = group[0]
+    return out
+
+
+def parse_int(value: str | float, low: int, high: int) -> int | None:
+    """An integer in [low, high] from a sheet cell ("3", "3.0", 3.0), else None."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if f.is_integer() and low <= f <= high else None
+
+
+LesionSet = tuple[np.ndarray, str, tuple[int, int] | None]  # boxes (N, 4) y0,x0,y1,x1; kind; frame (h, w) of boxes
+
+
+def photo_example(
+    source: preprocess.PhotoSource,
+    config: RealConfig,
+    fields: dict[str, Any],
+    lesion_sets: Iterable[LesionSet] = (),
+) -> dict[str, Any]:
+    """Preprocesses one photograph and assembles the stored example.
+
+    Args:
+      source: photo path or bytes.
+      config: the builder config (size, Graham, minimum size).
+      fields: `label`, `id` and the dataset's extra features.
+      lesion_sets: boxes in the full-resolution photo's frame (or a mask's, with its (h, w)), per lesion kind.
+
+    Raises:
+      BadPhoto: from `preprocess` (unusable photo).
+    """
+    stored, transform = preprocess.process_photo(
+        source, config.image_size, use_graham=config.graham, min_side=config.min_side
+    )
+    full_hw = None
+    boxes, kinds = [], []
+    for raw, kind, frame_hw in lesion_sets:
+        if frame_hw is None:
+            full_hw = full_hw or preprocess.photo_size(source)
+            frame_hw = full_hw
+        mapped, _ = transform.map_boxes(raw, config.image_size, boxes_frame_hw=frame_hw)
+        boxes.append(mapped)
+        kinds += [kind] * len(mapped)
+    return {
+        **fields,
+        "image": preprocess.encode_jpeg(stored),
+        "lesions": {
+            "box": np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int32),
+            "kind": kinds,
+        },
+    }
+
+
+class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Shared base of the real-dataset builders: configs, info with skip metadata, and the counting generator.
+
+    Subclasses set VERSION, MANUAL_DOWNLOAD_INSTRUCTIONS, `_DESCRIPTION`, `_HOMEPAGE`, `_CITATION`, `_extra_features`
+    and implement `_split_generators` with `self._generate(split, tasks, fn, counter)`.
+    """
+
+    BUILDER_CONFIGS = STANDARD_CONFIGS
+    DEFAULT_CONFIG_NAME = "400px"
+    _DESCRIPTION = ""
+    _HOMEPAGE = ""
+    _CITATION = ""
+    # What the manual folder must hold, for the error when it is missing or empty.
+    _MANUAL_WHAT = "the extracted download"
+    # Threads that decode photos while preparing; `prepare(num_workers=...)` sets it.
+    num_workers = 1
+
+    def _extra_features(self) -> dict:
+        return {}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self._DESCRIPTION,
+            features=features_lib.example_features(extra=self._extra_features()),
+            homepage=self._HOMEPAGE,
+            citation=self._CITATION,
+            # Filled with {"skipped": {split: {reason: count}}} while preparing; saved as metadata.json.
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _generate_examples(self, **kwargs):
+        # Unused: `_split_generators` returns `self._generate(...)` generators directly.
+        raise NotImplementedError
+
+    def _generate(
+        self, split: str, tasks: list[Any], fn: Callable[[Any], dict], counter: SkipCounter
+    ) -> Iterator[tuple[str, dict]]:
+        """Yields (key, example) for each task whose photo is usable; counts the others; records the totals.
+
+        Each task's first element is its example key (the id, unique within the split).
+        """
+        kept = 0
+        for task, result in ordered_map(fn, tasks, self.num_workers):
+            if isinstance(result, preprocess.BadPhoto):
+                counter.add(result.reason, task[0])
+                continue
+            kept += 1
+            yield task[0], result
+        counter.log(kept)
+        self.info.metadata.setdefault("skipped", {})[split] = counter.as_dict()
+
+
+def prepare_builder(
+    builder_cls: type[RealBuilder],
+    manual_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    image_size: int,
+    graham: bool,
+    min_side: int = 256,
+    num_workers: int | None = None,
+) -> RealBuilder:
+    """Prepares (once) and returns a real-dataset builder; read it with `builder.as_data_source(split)`."""
+    manual = Path(manual_dir)
+    if not manual.is_dir() or not any(manual.iterdir()):
+        # TFDS would raise a bare AssertionError here; say what belongs where instead.
+        raise FileNotFoundError(
+            f"{builder_cls.name}: expected {builder_cls._MANUAL_WHAT} at {manual}, but the folder is missing or "
+            f"empty.\nHow to get it:\n{builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
+    builder = open_builder(builder_cls, data_dir, image_size, graham, min_side)
+    builder.num_workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
+    )
+    return builder
+
+
+def open_builder(
+    builder_cls: type[RealBuilder], data_dir: str | os.PathLike, image_size: int, graham: bool, min_side: int = 256
+) -> RealBuilder:
+    """The builder for these settings (a standard config when one matches), without preparing anything."""
+    name = config_name(image_size, graham, min_side)
+    config = next((c for c in builder_cls.BUILDER_CONFIGS if c.name == name), None)
+    return builder_cls(
+        config=config or make_config(image_size, graham, min_side),
+        data_dir=os.fspath(data_dir),
+        file_format="array_record",
+    )
+
+
+def prepare_main(prepare_fn: Callable[..., RealBuilder], argv: list[str] | None = None) -> None:
+    """Command line of `python -m zoomin_jax.data.<dataset>`: prepares the dataset and prints splits and skips."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=prepare_fn.__doc__)
+    parser.add_argument("--manual_dir", required=True, help="the folder holding the user's download")
+    parser.add_argument("--data_dir", required=True, help="the TFDS data dir to write the prepared dataset to")
+    parser.add_argument("--image_size", type=int, default=400)
+    parser.add_argument("--graham", action="store_true")
+    parser.add_argument("--min_side", type=int, default=256)
+    parser.add_argument("--num_workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    builder = prepare_fn(args.manual_dir, args.data_dir, args.image_size, args.graham,
+                         min_side=args.min_side, num_workers=args.num_workers)
+    for split, info in builder.info.splits.items():
+        print(f"{split}: {info.num_examples} examples")
+    print("skipped:", builder.info.metadata.get("skipped"))
+    print("prepared in", builder.data_dir)
