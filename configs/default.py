@@ -19,10 +19,29 @@ def get_config() -> ml_collections.ConfigDict:
     c.prng_impl = "rbg"
 
     # ---- data ----
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "synthetic_fundus"  # synthetic_fundus | eyepacs | idrid | messidor
-    c.data.data_dir = "~/.cache/zoomin_jax/tfds"  # where prepared datasets live
-    c.data.manual_dir = ""  # the user's download folder (real datasets only)
+    d = c.data = ml_collections.ConfigDict()
+    d.name = "synthetic_fundus"  # synthetic_fundus | eyepacs | idrid | messidor
+    d.data_dir = "~/.cache/zoomin_jax/tfds"  # where prepared datasets live (array_record)
+    d.manual_dir = ""  # the user's own download folder (real datasets only)
+    d.graham = False  # Graham's local-average subtraction at preparation (real datasets)
+    d.train_split = "train"  # TFDS split strings: slices like "train[:80%]" work
+    d.eval_split = "validation"
+    # The synthetic dataset, generated on first use (its image size is model.image_size).
+    d.synthetic = ml_collections.ConfigDict(
+        {"num_train": 2000, "num_validation": 300, "num_test": 300, "seed": 0, "distractor_rate": 0.3}
+    )
+    d.max_lesions = 64  # lesion boxes per example padded/truncated to this (localisation metrics only)
+    d.num_workers = 1  # grain worker processes per host (0: in the main process)
+    d.prefetch = 2  # batches buffered per worker
+    d.shuffle_seed = 0
+    # Training augmentation of the high-res image (the model derives the low-res view from it).
+    d.augment = ml_collections.ConfigDict(
+        {"rotate": True, "flip": True, "scale": 0.1, "brightness": 0.1, "contrast": 0.1}
+    )
+    # Class-balanced sampling: per-grade weights move from balanced (1.0) towards the true distribution by
+    # `decay` per epoch (Kaggle solutions started balanced); enabled=False samples the data as it is.
+    d.balance = ml_collections.ConfigDict({"enabled": False, "decay": 0.7, "floor": 0.0})
+    d.eval_tta = ("identity",)  # test-time variants averaged: identity, flip_lr, flip_ud, rot90, rot180, rot270
 
     # ---- model ----
     m = c.model = ml_collections.ConfigDict()
