@@ -1,23 +1,45 @@
 """Command line: flags only; everything else is a library call.
 
-    python -m zoomin_jax.main --config=configs/default.py [--workdir=runs/default] [--mode=forward]
+    python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default            # train (resumes)
+    python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=eval  # restore + evaluate
+    python -m zoomin_jax.main --config=configs/default.py --mode=forward                      # one forward pass
 """
+
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (ml_collections).", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "One run per folder: checkpoints, metrics, predictions.")
-flags.DEFINE_enum("mode", "forward", ["forward"], "forward: one sharded forward pass on synthetic photographs.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "forward"],
+                  "train: train all stages (re-running resumes); eval: restore a checkpoint and evaluate; "
+                  "forward: one sharded forward pass of an untrained network on synthetic photographs.")
+flags.DEFINE_integer("step", None, "eval: checkpoint step (default: the latest).")
+flags.DEFINE_string("split", None, "eval: split to evaluate (default: config.data.eval_split).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host TPU / GPU runs).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    from zoomin_jax import forward  # after flag parsing, so --help stays fast
+    config = FLAGS.config
+    # Before any backend starts: CPU compiler flags (only read by XLA's CPU backend).
+    if config.cpu_xla_flags:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + config.cpu_xla_flags).strip()
+    import jax
 
-    if FLAGS.mode == "forward":
-        forward.forward_demo(FLAGS.config)
+    jax.config.update("jax_default_prng_impl", config.prng_impl)
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    from zoomin_jax import evaluate, forward, train
+
+    if FLAGS.mode == "train":
+        train.train_and_evaluate(config, FLAGS.workdir)
+    elif FLAGS.mode == "eval":
+        evaluate.evaluate_checkpoint(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split)
+    else:
+        forward.forward_demo(config)
 
 
 if __name__ == "__main__":

@@ -103,12 +103,15 @@ class ZoomInNet(nn.Module):
         return jnp.einsum("bn,bnd->bd", weights, feats)
 
     @nn.compact
-    def __call__(self, images: jnp.ndarray, train: bool = False) -> dict[str, jnp.ndarray]:
+    def __call__(self, images: jnp.ndarray, train: bool = False, frozen: Sequence[str] = ()) -> dict[str, jnp.ndarray]:
         """Grades a batch of high-res fundus images.
 
         Args:
           images: (B, S, S, 3), S = image_size; uint8 in [0, 255], or float already scaled to [-1, 1].
           train: BatchNorm batch statistics and dropout (needs a 'dropout' rng when dropout > 0).
+          frozen: sub-networks ('mnet', 'anet', 'cnet') held fixed in this training stage: their BatchNorms use
+            (and keep) the running averages, and their outputs carry `stop_gradient`, so no backward pass is
+            spent on them. The optimiser masks their parameters too (train.py).
 
         Returns:
           logits (B, K) of the fused head; mnet_logits, anet_logits (B, K); gated, attention, scores (B, h, w, K);
@@ -122,20 +125,27 @@ class ZoomInNet(nn.Module):
         low = jax.image.resize(x, (b, self.low_res_size, self.low_res_size, x.shape[-1]), "linear", antialias=True)
         drop = nn.Dropout(self.dropout, deterministic=not train)
 
-        m = InceptionResNetV2(self.mnet_repeats, self.mnet_width, self.dtype, name="mnet")(low, train)
-        f_m = m["pool"]
-        mnet_logits = nn.Dense(self.num_classes, name="mnet_head")(drop(f_m))
+        def fix(name, tree):
+            return jax.tree_util.tree_map(jax.lax.stop_gradient, tree) if name in frozen else tree
 
-        a = ANet(self.num_classes, self.anet_hidden, self.dtype, name="anet")(m[self.anet_endpoint])
+        m = InceptionResNetV2(self.mnet_repeats, self.mnet_width, self.dtype, name="mnet")(
+            low, train and "mnet" not in frozen
+        )
+        f_m, feature_map = fix("mnet", (m["pool"], m[self.anet_endpoint]))
+        mnet_logits = fix("mnet", nn.Dense(self.num_classes, name="mnet_head")(drop(f_m)))
+
+        a = fix("anet", ANet(self.num_classes, self.anet_hidden, self.dtype, name="anet")(feature_map))
         boxes, box_scores = self._select(a["gated"])
 
         patches = regions.crop(x, boxes, self.patch_size)  # (B, N', P, P, 3)
         n = patches.shape[1]
         patches = patches.reshape(b * n, *patches.shape[2:])
-        c = InceptionResNetV2(self.cnet_repeats, self.cnet_width, self.dtype, name="cnet")(patches, train)
+        c = InceptionResNetV2(self.cnet_repeats, self.cnet_width, self.dtype, name="cnet")(
+            patches, train and "cnet" not in frozen
+        )
         f_c = self._pool(c["pool"].reshape(b, n, -1), box_scores)
         fused = jnp.concatenate([f_m, f_c], axis=-1)
-        logits = nn.Dense(self.num_classes, name="fusion_head")(drop(fused))
+        logits = fix("cnet", nn.Dense(self.num_classes, name="fusion_head")(drop(fused)))
         return {
             "logits": logits.astype(jnp.float32),
             "mnet_logits": mnet_logits.astype(jnp.float32),

@@ -1,0 +1,112 @@
+"""End to end on a tiny synthetic dataset: staged training, crash + resume, eval in a new process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from tiny import tiny_config
+
+from zoomin_jax import checkpoint, train
+from zoomin_jax.forward import abstract_variables, build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def e2e_config(data_dir):
+    c = tiny_config(str(data_dir))
+    c.stage_order = ("mnet", "cnet")
+    c.stages.mnet.steps, c.stages.cnet.steps = 4, 4
+    c.checkpoint_every = 5
+    return c
+
+
+def final_params(workdir, c):
+    ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
+    step = ckpt.latest_step()
+    abstract = abstract_variables(build(c), c)
+    return step, jax.device_get(ckpt.restore(step, abstract)["model"])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    wd = tmp_path_factory.mktemp("run_a")
+    results = train.train_and_evaluate(e2e_config(data_dir), str(wd))
+    return wd, results
+
+
+def test_run_writes_reports_metrics_and_predictions(uninterrupted):
+    wd, results = uninterrupted
+    assert set(results) == {"M-Net", "Zoom-in-Net"}
+    for r in results.values():
+        assert -1.0 <= r["kappa"] <= 1.0 and r["num_examples"] == 8
+        assert r["lesion_recall"]["num_lesions"] > 0 and 0 <= r["lesion_recall"]["recall@4"] <= 1
+    lines = [json.loads(x) for x in open(wd / "metrics.jsonl")]
+    train_steps = [x["step"] for x in lines if x["kind"] == "train"]
+    assert train_steps == sorted(train_steps) and train_steps[-1] == 8
+    assert all(np.isfinite(x["loss"]) for x in lines if x["kind"] == "train")
+    rows = open(wd / "predictions" / "cnet_step8_validation.csv").read().splitlines()
+    assert len(rows) == 1 + 8 and rows[0].startswith("id,label,grade_mnet")
+    assert json.load(open(wd / "config.json"))["model"]["image_size"] == 100
+    assert "Zoom-in-Net" in open(wd / "ablation.txt").read()
+
+
+def test_crash_and_resume_ends_with_exactly_the_uninterrupted_parameters(uninterrupted, data_dir, tmp_path,
+                                                                        monkeypatch):
+    wd_a, results_a = uninterrupted
+    c = e2e_config(data_dir)
+    real = train.make_train_step
+
+    def crashing(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def wrapped(state, batch):
+            if int(state.step) == 6:  # like kill -9 before step 7: checkpoints exist at 4 (stage end) and 5
+                raise KeyboardInterrupt("simulated crash")
+            return step(state, batch)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_train_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(c, str(tmp_path))
+    assert checkpoint.Checkpointer(str(tmp_path), async_save=False).latest_step() == 5
+    monkeypatch.setattr(train, "make_train_step", real)
+    results_b = train.train_and_evaluate(c, str(tmp_path))  # the same command again: resumes mid-stage at 5
+
+    step_a, params_a = final_params(wd_a, c)
+    step_b, params_b = final_params(tmp_path, c)
+    assert step_a == step_b == 8
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)
+    assert all(np.array_equal(a, b) for a, b in zip(leaves_a, leaves_b, strict=True))
+    assert results_b["Zoom-in-Net"]["kappa"] == results_a["Zoom-in-Net"]["kappa"]
+
+
+def test_eval_mode_restores_in_a_new_process(uninterrupted, data_dir):
+    wd, results = uninterrupted
+    env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "zoomin_jax.main", "--config=tests/tiny.py", f"--workdir={wd}", "--mode=eval",
+           f"--config.data.data_dir={data_dir}", "--config.stage_order=mnet,cnet", "--config.stages.mnet.steps=4",
+           "--config.stages.cnet.steps=4"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(wd / "eval_step8_validation.json"))
+    assert report["Zoom-in-Net"]["kappa"] == results["Zoom-in-Net"]["kappa"]
+    assert report["Zoom-in-Net"]["confusion_matrix"] == results["Zoom-in-Net"]["confusion_matrix"]
+    assert "Zoom-in-Net" in proc.stdout
+
+
+def test_eval_without_checkpoint_says_what_to_do(tmp_path, data_dir):
+    from zoomin_jax.evaluate import evaluate_checkpoint
+
+    with pytest.raises(FileNotFoundError, match=r"No checkpoint in .*checkpoints.*--mode=train"):
+        evaluate_checkpoint(e2e_config(data_dir), str(tmp_path))

@@ -1,0 +1,30 @@
+"""A tiny config of the same structure as the default, for fast tests (CPU, 8 host devices)."""
+
+from configs import default
+
+
+def tiny_config(data_dir: str | None = None):
+    c = default.get_config()
+    m = c.model
+    m.image_size, m.low_res_size = 100, 80
+    m.mnet.repeats, m.mnet.width = (1, 1, 1), 0.125
+    m.cnet.repeats, m.cnet.width = (1, 1, 1), 0.125
+    m.anet.endpoint, m.anet.hidden = "block35_1_ac", 8  # 7x7 at 80 input
+    m.regions.patch_size, m.regions.num_regions = 75, 2
+    c.batch_size = 8
+    c.data.eval_batch_size = 8
+    for name, steps in (("mnet", 4), ("anet", 2), ("cnet", 2), ("joint", 2)):
+        c.stages[name].steps = steps
+    c.log_every = 2
+    c.checkpoint_every = 3
+    d = c.data
+    d.synthetic.num_train, d.synthetic.num_validation, d.synthetic.num_test = 24, 8, 8
+    d.num_workers = 0
+    if data_dir:
+        d.data_dir = data_dir
+    return c
+
+
+def get_config():
+    """For `--config=tests/tiny.py` in subprocess tests."""
+    return tiny_config()

@@ -1,0 +1,75 @@
+"""A thin Orbax wrapper: the model variables, the optimiser state and the data-iterator position, saved together.
+
+Three items per step, so evaluation can restore the model alone (without the optimiser of whichever stage wrote
+it, and without the training data): `model` = {params, batch_stats}, `opt` = {step, opt_state}, `data` = the grain
+iterator state. Saves are asynchronous; the manager keeps the last `keep` steps.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+def abstract_with_sharding(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying the target shardings, for restoring straight into sharded arrays."""
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
+
+
+class Checkpointer:
+    """Saves and restores one run's checkpoints under `<workdir>/checkpoints`."""
+
+    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+        self.directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("model", "opt", "data"))
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, model: Any, opt: Any, data_iterator: Any | None) -> None:
+        """Starts an asynchronous save of `model` ({params, batch_stats}), `opt` and the iterator position."""
+        items = {"model": ocp.args.StandardSave(model), "opt": ocp.args.StandardSave(opt)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore(self, step: int, model: Any | None, opt: Any | None = None, data_iterator: Any | None = None) -> dict:
+        """Restores the items asked for.
+
+        Args:
+          step: which checkpoint.
+          model: abstract target of {params, batch_stats} (see `abstract_with_sharding`), or None to skip it.
+          opt: abstract target of {step, opt_state}, or None to skip the optimiser.
+          data_iterator: a grain iterator whose position is set in place, or None.
+
+        Returns:
+          {'model': ..., 'opt': ... (if asked)}.
+        """
+        items = {}
+        if model is not None:
+            items["model"] = ocp.args.StandardRestore(model)
+        if opt is not None:
+            items["opt"] = ocp.args.StandardRestore(opt)
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return {k: restored[k] for k in ("model", "opt") if k in items}
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,233 @@
+"""Training augmentation and test-time variants of one high-resolution fundus image and its lesion boxes.
+
+Everything is numpy/PIL on the host, per example, and deterministic given an `np.random.Generator` (the input
+pipeline hands one per example from a grain `random_map`, so the result depends only on the seed and the example's
+position in the sample stream, never on worker count or timing).
+
+Geometry: the stored image is the eye disc cropped and centred, so rotation by any angle about the image centre,
+flips and a small isotropic zoom keep the disc in place; everything outside the source is filled black. The three
+are composed into one affine map and resampled once (bilinear), so a rotated, flipped, zoomed image is blurred only
+once. Pure flips (no rotation, no zoom) are exact numpy flips.
+
+Coordinates are continuous pixel coordinates: pixel (i, j) covers [i, i+1) x [j, j+1), the image centre is (S/2, S/2),
+the same convention as PIL's affine transform and as the stored lesion boxes (y0, x0, y1, x1), end exclusive. A box is
+transformed by mapping its 4 corners, taking the enclosing axis-aligned box (floor/ceil), clipping it to the image and
+dropping it if nothing of it is left inside.
+
+Photometric: brightness (a factor on all channels) and contrast (scaling around the mean of the eye disc) are one
+per-intensity map, applied with a 256-entry lookup table per channel (PIL `point`); near-black pixels (the
+background outside the disc) are only scaled by brightness, so the background stays black.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+TTA_VARIANTS = ("identity", "flip_lr", "flip_ud", "rot90", "rot180", "rot270")
+
+# Pixels whose every channel is at or below this are background (the black outside the eye disc, JPEG noise
+# included): excluded from the contrast mean and kept black by the contrast change.
+_BLACK = 12
+
+
+def affine_matrix(size: int, angle_deg: float = 0.0, scale: float = 1.0, flip_lr: bool = False,
+                  flip_ud: bool = False) -> np.ndarray:
+    """The forward map of an augmentation, from input to output continuous (x, y) pixel coordinates.
+
+    Flips first, then rotation by `angle_deg` (counter-clockwise as displayed, i.e. with y pointing down), then
+    zoom by `scale`, all about the image centre.
+
+    Args:
+      size: side S of the square image.
+      angle_deg: rotation angle in degrees.
+      scale: isotropic zoom factor (> 1 enlarges).
+      flip_lr: mirror left-right (x -> S - x).
+      flip_ud: mirror top-bottom (y -> S - y).
+
+    Returns:
+      A float64 (3, 3) homogeneous matrix M with [x_out, y_out, 1] = M @ [x_in, y_in, 1].
+    """
+    c = size / 2.0
+    t = math.radians(angle_deg)
+    # Counter-clockwise on screen with y down: x' = cos x + sin y, y' = -sin x + cos y.
+    rot = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+    flip = np.diag([-1.0 if flip_lr else 1.0, -1.0 if flip_ud else 1.0])
+    lin = scale * rot @ flip
+    m = np.eye(3)
+    m[:2, :2] = lin
+    m[:2, 2] = np.array([c, c]) - lin @ np.array([c, c])
+    return m
+
+
+def warp_image(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Resamples `image` under the forward map `matrix` (bilinear, black fill).
+
+    Args:
+      image: uint8 (H, W, 3).
+      matrix: (3, 3) forward map from `affine_matrix`.
+
+    Returns:
+      uint8 (H, W, 3), the transformed image.
+    """
+    # Rounding snaps quarter turns to exact integers (cos 90 deg is 6e-17 in floating point), so they resample
+    # pixel centres exactly instead of blending in 1e-16 of a neighbour and truncating 60 to 59.
+    return np.asarray(_warp_pil(Image.fromarray(image), matrix))
+
+
+def _warp_pil(image: Image.Image, matrix: np.ndarray) -> Image.Image:
+    inv = np.round(np.linalg.inv(matrix), 12)
+    coeffs = tuple(float(v) for v in inv[:2].reshape(-1))  # PIL wants output -> input
+    return image.transform(image.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR,
+                           fillcolor=(0, 0, 0))
+
+
+def transform_boxes(boxes: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion boxes under the forward map: enclosing box of the 4 mapped corners, clipped to the image.
+
+    Args:
+      boxes: int (N, 4) boxes (y0, x0, y1, x1), end exclusive, in pixels of the input image.
+      matrix: (3, 3) forward map from `affine_matrix`.
+      size: side of the (square) output image.
+
+    Returns:
+      (new_boxes int32 (M, 4), keep bool (N,)): the transformed boxes that still overlap the image (M = keep.sum()),
+      in input order.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not len(boxes):
+        return np.zeros((0, 4), np.int32), np.zeros((0,), bool)
+    y0, x0, y1, x1 = boxes.T
+    xs = np.stack([x0, x1, x0, x1], -1)
+    ys = np.stack([y0, y0, y1, y1], -1)
+    nx = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+    ny = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+    # Round away tiny float error before floor/ceil so that exact maps (flips, 90-degree turns) stay exact.
+    nx, ny = np.round(nx, 6), np.round(ny, 6)
+    out = np.stack([np.floor(ny.min(-1)), np.floor(nx.min(-1)), np.ceil(ny.max(-1)), np.ceil(nx.max(-1))], -1)
+    out = np.clip(out, 0, size)
+    keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+    return out[keep].astype(np.int32), keep
+
+
+def photometric_lut(brightness: float, contrast: float, mean: np.ndarray) -> np.ndarray:
+    """Per-channel lookup table of brightness x contrast: v -> clip(((v - m) * contrast + m) * brightness).
+
+    Args:
+      brightness: multiplicative factor (1 = unchanged).
+      contrast: factor on the distance from the mean (1 = unchanged).
+      mean: (3,) per-channel mean of the eye disc.
+
+    Returns:
+      uint8 (256, 3); entries at or below the background level are only scaled by brightness.
+    """
+    v = np.arange(256, dtype=np.float64)[:, None]
+    out = ((v - mean[None]) * contrast + mean[None]) * brightness
+    out[: _BLACK + 1] = v[: _BLACK + 1] * brightness
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def apply_photometric(image: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
+    """Brightness and contrast jitter of a uint8 (H, W, 3) image (see `photometric_lut`)."""
+    lut = photometric_lut(brightness, contrast, disc_mean(image))
+    return np.asarray(Image.fromarray(image).point(lut.T.reshape(-1).tolist()))
+
+
+def disc_mean(image: np.ndarray) -> np.ndarray:
+    """Per-channel mean of the non-background pixels of a uint8 (H, W, 3) image (on a 1/8 subsample)."""
+    sub = image[::8, ::8].reshape(-1, 3)
+    disc = sub[sub.max(-1) > _BLACK]
+    return disc.mean(0) if len(disc) else np.full(3, 128.0)
+
+
+def random_augment(
+    image: np.ndarray, boxes: np.ndarray, kinds: np.ndarray, rng: np.random.Generator, flags: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One random training augmentation of an example.
+
+    The random draws always happen in the same order, whatever the flags, so turning one augmentation off does not
+    change the others.
+
+    Args:
+      image: uint8 (S, S, 3) high-resolution image.
+      boxes: int (N, 4) lesion boxes (y0, x0, y1, x1), end exclusive.
+      kinds: int (N,) lesion kinds.
+      rng: the example's generator.
+      flags: `config.data.augment`: rotate (bool, uniform angle in [0, 360)), flip (bool, each axis with
+        probability 1/2), scale (zoom in [1 - scale, 1 + scale]), brightness, contrast (factors in [1 - x, 1 + x]).
+
+    Returns:
+      (image, boxes, kinds): the augmented uint8 image, and the boxes still on the image with their kinds.
+    """
+    size = image.shape[0]
+    u = rng.random(6)
+    angle = 360.0 * u[0] if flags.get("rotate", False) else 0.0
+    flip_lr = bool(flags.get("flip", False)) and u[1] < 0.5
+    flip_ud = bool(flags.get("flip", False)) and u[2] < 0.5
+    s = float(flags.get("scale", 0.0))
+    scale = 1.0 + s * (2.0 * u[3] - 1.0)
+    b = float(flags.get("brightness", 0.0))
+    brightness = 1.0 + b * (2.0 * u[4] - 1.0)
+    c = float(flags.get("contrast", 0.0))
+    contrast = 1.0 + c * (2.0 * u[5] - 1.0)
+
+    matrix = affine_matrix(size, angle, scale, flip_lr, flip_ud)
+    # Work on one PIL image throughout (its transform and lookup table are several times faster than numpy's).
+    # The contrast mean is taken before the warp: rotation and a small zoom barely change the disc's mean colour.
+    mean = disc_mean(image) if contrast != 1.0 else np.zeros(3)
+    pil = Image.fromarray(image)
+    if angle == 0.0 and scale == 1.0:  # flips only: exact, no resampling
+        if flip_lr:
+            pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if flip_ud:
+            pil = pil.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    else:
+        pil = _warp_pil(pil, matrix)
+    if brightness != 1.0 or contrast != 1.0:
+        pil = pil.point(photometric_lut(brightness, contrast, mean).T.reshape(-1).tolist())
+    boxes, keep = transform_boxes(boxes, matrix, size)
+    kinds = np.asarray(kinds).reshape(-1)[keep]
+    return np.asarray(pil), boxes, kinds
+
+
+def _tta_ops(name: str) -> tuple[bool, int]:
+    """(flip_lr first, then k quarter turns counter-clockwise) of a test-time variant."""
+    ops = {"identity": (False, 0), "flip_lr": (True, 0), "flip_ud": (True, 2), "rot90": (False, 1),
+           "rot180": (False, 2), "rot270": (False, 3)}
+    if name not in ops:
+        raise ValueError(f"unknown test-time variant {name!r}: use one of {TTA_VARIANTS}")
+    return ops[name]
+
+
+def tta_image(images: np.ndarray, name: str) -> np.ndarray:
+    """A test-time variant of an image or a batch of images (exact: flips and quarter turns only).
+
+    Args:
+      images: (..., H, W, C) array, H == W for the turns.
+      name: one of TTA_VARIANTS; rot90 turns counter-clockwise as displayed (np.rot90).
+
+    Returns:
+      The transformed array (a new contiguous array).
+    """
+    flip, k = _tta_ops(name)
+    out = images[..., :, ::-1, :] if flip else images
+    out = np.rot90(out, k, axes=(-3, -2)) if k else out
+    return np.ascontiguousarray(out)
+
+
+def tta_boxes(boxes: np.ndarray, name: str, size: int) -> np.ndarray:
+    """Boxes (..., 4) (y0, x0, y1, x1), end exclusive, under the variant `name` of a size x size image.
+
+    Zero (padding) boxes are mapped like any other; callers keep their own validity mask.
+    """
+    flip, k = _tta_ops(name)
+    y0, x0, y1, x1 = np.moveaxis(np.asarray(boxes), -1, 0)
+    if flip:
+        x0, x1 = size - x1, size - x0
+    for _ in range(k):  # one counter-clockwise quarter turn: (y, x) -> (size - x, y)
+        y0, x0, y1, x1 = size - x1, y0, size - x0, y1
+    return np.stack([y0, x0, y1, x1], -1).astype(np.int32)

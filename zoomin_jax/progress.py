@@ -1,0 +1,64 @@
+"""Progress lines with rate and ETA, and metrics written as JSON lines and TensorBoard events in the workdir."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import logging
+
+
+def format_seconds(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+    """Steps per second, images per second and ETA over a moving window of recent steps."""
+
+    def __init__(self, total_steps: int, global_batch: int, start_step: int = 0):
+        self.total, self.batch = total_steps, global_batch
+        self.last_step, self.last_time = start_step, time.perf_counter()
+
+    def line(self, step: int, stage: str, scalars: dict[str, float]) -> str:
+        now = time.perf_counter()
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_step, self.last_time = step, now
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        values = " ".join(f"{k} {v:.4f}" for k, v in scalars.items())
+        return (
+            f"[{stage}] step {step}/{self.total} {values} | {rate:.2f} steps/s {rate * self.batch:.1f} img/s "
+            f"ETA {format_seconds(eta) if eta != float('inf') else '?'}"
+        )
+
+
+class MetricWriter:
+    """Appends {'step', 'kind', ...} records to <workdir>/metrics.jsonl and scalars to TensorBoard event files."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tb = None
+        if enabled:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            except ImportError:  # TensorBoard files are a convenience; JSON lines are the record
+                logging.warning("tensorboardX is not installed: writing metrics.jsonl only")
+
+    def write(self, step: int, kind: str, values: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": int(step), "kind": kind, **values}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

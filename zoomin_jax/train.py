@@ -1,0 +1,172 @@
+"""Staged training of Zoom-in-Net: one jitted, sharded train step per stage, Orbax checkpoints, stage-end evals.
+
+Reads top to bottom like the recipe it is:
+  1. mesh and config checks; the resolved config written once to the workdir;
+  2. variables: the latest checkpoint in the workdir (resume, data position included), else `config.init_from`
+     (weights only), else a jitted, already-sharded init;
+  3. for each stage in `config.stage_order`: an optimiser whose mask freezes the other sub-networks, a train step
+     that donates the state, progress lines, asynchronous checkpoints, and an evaluation of the stage's head;
+  4. the paper's ablation table (M-Net, M-Net + A-Net, Zoom-in-Net) on the evaluation split.
+A non-finite loss stops the run naming the step range; no checkpoint is written after it. SIGTERM saves and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from zoomin_jax import checkpoint, evaluate, sharding
+from zoomin_jax.data import input_pipeline
+from zoomin_jax.forward import abstract_variables, build, init_variables
+from zoomin_jax.metrics import format_ablation_table
+from zoomin_jax.progress import MetricWriter, Progress
+from zoomin_jax.train_step import TrainState, make_optimizer, make_train_step, stages
+from zoomin_jax.validate import validate_config
+
+
+def _load_init_from(path: str, abstract: Any) -> Any:
+    """Weights only from another run's workdir (its latest checkpoint)."""
+    ckpt = checkpoint.Checkpointer(path, async_save=False)
+    step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(
+            f"config.init_from={path!r} has no checkpoint (looked in {ckpt.directory}); pass a workdir of a "
+            "finished or running zoomin_jax run"
+        )
+    logging.info("Initialising from %s step %d (weights only)", path, step)
+    return ckpt.restore(step, abstract)["model"]
+
+
+class _Preemption:
+    """Records SIGTERM so the loop can save and exit between steps."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. some test runners): no handler
+            pass
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint and exiting after this step")
+        self.requested = True
+
+
+def _check_finite(pending: list[tuple[int, dict]], last_good: int | None) -> list[dict]:
+    """Fetches the pending step metrics; raises FloatingPointError on a non-finite loss, naming the steps."""
+    fetched = jax.device_get([m for _, m in pending])
+    for (step, _), m in zip(pending, fetched, strict=True):
+        if not np.isfinite(m["loss"]):
+            raise FloatingPointError(
+                f"Loss became non-finite at step {step + 1} (checked steps {pending[0][0] + 1}-{pending[-1][0] + 1}). "
+                f"Nothing was saved after it; the last good checkpoint is step {last_good}. Lower the stage's lr or "
+                "config.optimizer.clip_norm and re-run the same command to resume from there."
+            )
+    return fetched
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains all stages (resuming where the workdir left off) and evaluates each stage's head.
+
+    Returns:
+      {head name: grading report} from the latest evaluation of each head, as in the printed ablation table.
+    """
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh(config.mesh.data)
+    validate_config(config, mesh.size)
+    is_lead = jax.process_index() == 0
+    if is_lead:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    model = build(config)
+    plan = stages(config)
+    total = plan[-1].end
+    repl = sharding.replicated(mesh)
+    abstract = abstract_variables(model, config)
+    var_target = checkpoint.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: repl, abstract))
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
+    train_iter = input_pipeline.train_iterator(config)
+
+    start = ckpt.latest_step() or 0
+    if start:
+        logging.info("Resuming from %s step %d", ckpt.directory, start)
+        variables = ckpt.restore(start, var_target, data_iterator=train_iter)["model"]
+    elif config.init_from:
+        variables = _load_init_from(config.init_from, var_target)
+    else:
+        variables = init_variables(model, config, mesh, jax.random.PRNGKey(config.seed))
+
+    writer = MetricWriter(workdir, enabled=is_lead)
+    preempt = _Preemption()
+    results = evaluate.load_results(workdir)
+    eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta))  # compiled once, used per stage
+    local_rows = config.batch_size // jax.process_count()
+    for stage in plan:
+        if start >= stage.end:
+            continue
+        params, batch_stats = variables["params"], variables["batch_stats"]
+        tx = make_optimizer(config, stage.config, params)
+        opt_abstract = jax.eval_shape(tx.init, params)
+        opt_sharding = jax.tree_util.tree_map(lambda _: repl, opt_abstract)
+        if start > stage.begin:  # resuming inside this stage: its optimiser state is in the checkpoint
+            opt_target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
+                          "opt_state": checkpoint.abstract_with_sharding(opt_abstract, opt_sharding)}
+            opt_state = ckpt.restore(start, None, opt=opt_target)["opt"]["opt_state"]
+        else:
+            opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
+        state = TrainState(jax.device_put(jnp.asarray(start, jnp.int32), repl), params, batch_stats, opt_state)
+        state_sharding = TrainState(repl, jax.tree_util.tree_map(lambda _: repl, params),
+                                    jax.tree_util.tree_map(lambda _: repl, batch_stats), opt_sharding)
+        train_step = make_train_step(model, config, stage.config, tx, mesh, state_sharding)
+        logging.info("Stage %s: steps %d-%d, training %s", stage.name, stage.begin + 1, stage.end,
+                     ", ".join(stage.config.trainable))
+        progress = Progress(total, config.batch_size, start)
+        pending: list[tuple[int, dict]] = []
+        for step in range(start, stage.end):
+            batch = next(train_iter)
+            assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
+            state, metrics = train_step(state, sharding.to_global({"image": batch["image"],
+                                                                   "label": batch["label"]}, mesh))
+            pending.append((step, metrics))
+            done = step + 1
+            save = done % config.checkpoint_every == 0 or done == stage.end or preempt.requested
+            if done % config.log_every == 0 or save:
+                fetched = _check_finite(pending, ckpt.latest_step())
+                means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+                print(progress.line(done, stage.name, means), flush=True)
+                writer.write(done, "train", {"stage": stage.name, **means})
+                pending = []
+            if save:
+                ckpt.save(done, {"params": state.params, "batch_stats": state.batch_stats},
+                          {"step": state.step, "opt_state": state.opt_state}, train_iter)
+            if preempt.requested:
+                ckpt.close()
+                logging.warning("Saved step %d after SIGTERM; re-run the same command to resume.", done)
+                raise SystemExit(0)
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        start = stage.end
+        reports = evaluate.evaluate_heads(model, variables, config, mesh, workdir, step=start,
+                                          head=stage.config.head, tag=stage.name, eval_step=eval_step)
+        results.update(reports)
+        evaluate.save_results(workdir, results)
+        writer.write(start, "eval", {"stage": stage.name, **{h: r["kappa"] for h, r in reports.items()}})
+
+    ckpt.close()
+    writer.close()
+    if results:
+        table = format_ablation_table(results)
+        print(f"\nAblation on '{config.data.eval_split}' ({config.data.name}):\n{table}", flush=True)
+        with open(os.path.join(workdir, "ablation.txt"), "w") as f:
+            f.write(table + "\n")
+        print(json.dumps({h: {k: r.get(k) for k in ("kappa", "accuracy")} for h, r in results.items()}))
+    return results
