@@ -111,58 +111,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = evaluate.load_results(workdir)
     eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta))  # compiled once, used per stage
     local_rows = config.batch_size // jax.process_count()
-    for stage in plan:
-        if start >= stage.end:
-            continue
-        params, batch_stats = variables["params"], variables["batch_stats"]
-        tx = make_optimizer(config, stage.config, params)
-        opt_abstract = jax.eval_shape(tx.init, params)
-        opt_sharding = jax.tree_util.tree_map(lambda _: repl, opt_abstract)
-        if start > stage.begin:  # resuming inside this stage: its optimiser state is in the checkpoint
-            opt_target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
-                          "opt_state": checkpoint.abstract_with_sharding(opt_abstract, opt_sharding)}
-            opt_state = ckpt.restore(start, None, opt=opt_target)["opt"]["opt_state"]
-        else:
-            opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
-        state = TrainState(jax.device_put(jnp.asarray(start, jnp.int32), repl), params, batch_stats, opt_state)
-        state_sharding = TrainState(repl, jax.tree_util.tree_map(lambda _: repl, params),
-                                    jax.tree_util.tree_map(lambda _: repl, batch_stats), opt_sharding)
-        train_step = make_train_step(model, config, stage.config, tx, mesh, state_sharding)
-        logging.info("Stage %s: steps %d-%d, training %s", stage.name, stage.begin + 1, stage.end,
-                     ", ".join(stage.config.trainable))
-        progress = Progress(total, config.batch_size, start)
-        pending: list[tuple[int, dict]] = []
-        for step in range(start, stage.end):
-            batch = next(train_iter)
-            assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
-            state, metrics = train_step(state, sharding.to_global({"image": batch["image"],
-                                                                   "label": batch["label"]}, mesh))
-            pending.append((step, metrics))
-            done = step + 1
-            save = done % config.checkpoint_every == 0 or done == stage.end or preempt.requested
-            if done % config.log_every == 0 or save:
-                fetched = _check_finite(pending, ckpt.latest_step())
-                means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
-                print(progress.line(done, stage.name, means), flush=True)
-                writer.write(done, "train", {"stage": stage.name, **means})
-                pending = []
-            if save:
-                ckpt.save(done, {"params": state.params, "batch_stats": state.batch_stats},
-                          {"step": state.step, "opt_state": state.opt_state}, train_iter)
-            if preempt.requested:
-                ckpt.close()
-                logging.warning("Saved step %d after SIGTERM; re-run the same command to resume.", done)
-                raise SystemExit(0)
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        start = stage.end
-        reports = evaluate.evaluate_heads(model, variables, config, mesh, workdir, step=start,
-                                          head=stage.config.head, tag=stage.name, eval_step=eval_step)
-        results.update(reports)
-        evaluate.save_results(workdir, results)
-        writer.write(start, "eval", {"stage": stage.name, **{h: r["kappa"] for h, r in reports.items()}})
-
-    ckpt.close()
-    writer.close()
+    try:
+        for stage in plan:
+            if start >= stage.end:
+                continue
+            params, batch_stats = variables["params"], variables["batch_stats"]
+            tx = make_optimizer(config, stage.config, params)
+            opt_abstract = jax.eval_shape(tx.init, params)
+            opt_sharding = jax.tree_util.tree_map(lambda _: repl, opt_abstract)
+            if start > stage.begin:  # resuming inside this stage: its optimiser state is in the checkpoint
+                opt_target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
+                              "opt_state": checkpoint.abstract_with_sharding(opt_abstract, opt_sharding)}
+                opt_state = ckpt.restore(start, None, opt=opt_target)["opt"]["opt_state"]
+            else:
+                opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
+            state = TrainState(jax.device_put(jnp.asarray(start, jnp.int32), repl), params, batch_stats, opt_state)
+            state_sharding = TrainState(repl, jax.tree_util.tree_map(lambda _: repl, params),
+                                        jax.tree_util.tree_map(lambda _: repl, batch_stats), opt_sharding)
+            train_step = make_train_step(model, config, stage.config, tx, mesh, state_sharding)
+            logging.info("Stage %s: steps %d-%d, training %s", stage.name, stage.begin + 1, stage.end,
+                         ", ".join(stage.config.trainable))
+            progress = Progress(total, config.batch_size, start)
+            pending: list[tuple[int, dict]] = []
+            for step in range(start, stage.end):
+                batch = next(train_iter)
+                assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
+                state, metrics = train_step(state, sharding.to_global({"image": batch["image"],
+                                                                       "label": batch["label"]}, mesh))
+                pending.append((step, metrics))
+                done = step + 1
+                save = done % config.checkpoint_every == 0 or done == stage.end or preempt.requested
+                if done % config.log_every == 0 or save:
+                    fetched = _check_finite(pending, ckpt.latest_step())
+                    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+                    print(progress.line(done, stage.name, means), flush=True)
+                    writer.write(done, "train", {"stage": stage.name, **means})
+                    pending = []
+                if save:
+                    ckpt.save(done, {"params": state.params, "batch_stats": state.batch_stats},
+                              {"step": state.step, "opt_state": state.opt_state}, train_iter)
+                if preempt.requested:
+                    logging.warning("Saved step %d after SIGTERM; re-run the same command to resume.", done)
+                    raise SystemExit(0)
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            start = stage.end
+            reports = evaluate.evaluate_heads(model, variables, config, mesh, workdir, step=start,
+                                              head=stage.config.head, tag=stage.name, eval_step=eval_step)
+            results.update(reports)
+            evaluate.save_results(workdir, results)
+            writer.write(start, "eval", {"stage": stage.name, **{h: r["kappa"] for h, r in reports.items()}})
+    finally:  # an exception (not kill -9) still lets in-flight asynchronous saves finish: nothing lost
+        ckpt.close()
+        writer.close()
     if results:
         table = format_ablation_table(results)
         print(f"\nAblation on '{config.data.eval_split}' ({config.data.name}):\n{table}", flush=True)
