@@ -23,6 +23,7 @@ def config(tmp_path_factory):
     c.data.num_workers = 0
     c.data.max_lesions = 8
     c.batch_size = 4
+    c.data.eval_batch_size = 4
     datasets.open_split(c, "train")  # prepare once
     return c
 

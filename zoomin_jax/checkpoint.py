@@ -7,12 +7,13 @@ iterator state. Saves are asynchronous; the manager keeps the last `keep` steps.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from zoomin_jax import paths
 
 
 def abstract_with_sharding(tree: Any, shardings: Any) -> Any:
@@ -26,7 +27,7 @@ class Checkpointer:
     """Saves and restores one run's checkpoints under `<workdir>/checkpoints`."""
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+        self.directory = str(paths.join(paths.resolve(workdir), "checkpoints"))
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("model", "opt", "data"))
 

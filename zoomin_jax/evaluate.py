@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from typing import Any
 
 import jax
@@ -21,7 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from zoomin_jax import checkpoint, metrics, sharding
+from zoomin_jax import checkpoint, metrics, paths, sharding
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build
 from zoomin_jax.models.zoom_in import ZoomInNet
@@ -114,10 +113,10 @@ def _allgather_host(x: np.ndarray) -> np.ndarray:
 
 def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] | None = None) -> None:
     """One CSV row per image: id, label, each head's grade, Zoom-in-Net's probabilities, the boxes."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    paths.ensure_dir(paths.join(path).parent)
     k = preds["probs"]["zoom_in"].shape[1]
     n_boxes = preds["boxes"].shape[1]
-    with open(path, "w", newline="") as f:
+    with paths.join(path).open("w") as f:
         w = csv.writer(f)
         header = ["id", "label"] + [f"grade_{h}" for h in HEADS]
         header += [f"grade_{h}_thresholded" for h in (thresholds or {})]
@@ -174,23 +173,19 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
         print(f"[eval {tag}] lesion recall@4 {recall.get('recall@4', float('nan')):.3f} "
               f"({recall['num_lesions']} lesions)", flush=True)
     if jax.process_index() == 0:
-        write_predictions(os.path.join(workdir, "predictions", f"{tag}_step{step}_{split}.csv"), preds, used)
+        write_predictions(str(paths.join(workdir, "predictions", f"{tag}_step{step}_{split}.csv")), preds, used)
     logging.info("Evaluated %s on %s at step %d", heads, split, step)
     return reports
 
 
 def load_results(workdir: str) -> dict:
-    path = os.path.join(workdir, RESULTS_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
+    path = paths.join(workdir, RESULTS_FILE)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def save_results(workdir: str, results: dict) -> None:
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
-            json.dump(results, f, indent=1)
+        paths.join(workdir, RESULTS_FILE).write_text(json.dumps(results, indent=1))
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
@@ -199,7 +194,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
 
     Thresholds fitted on `config.data.eval_split` during training are applied when evaluating another split.
     """
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = paths.resolve(workdir)
     mesh = sharding.make_mesh(config.mesh.data)
     validate_config(config, mesh.size)
     model = build(config)
@@ -223,6 +218,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     reports = evaluate_heads(model, variables, config, mesh, workdir, step, head="all", tag="eval",
                              split=split, thresholds=thresholds)
     print(f"\nCheckpoint step {step} on '{split}' ({config.data.name}):\n{metrics.format_ablation_table(reports)}")
-    with open(os.path.join(workdir, f"eval_step{step}_{split}.json".replace("/", "_")), "w") as f:
-        json.dump(reports, f, indent=1)
+    if jax.process_index() == 0:
+        name = f"eval_step{step}_{split}.json".replace("/", "_")
+        paths.join(workdir, name).write_text(json.dumps(reports, indent=1))
     return reports

@@ -18,6 +18,9 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "forward"],
 flags.DEFINE_integer("step", None, "eval: checkpoint step (default: the latest).")
 flags.DEFINE_string("split", None, "eval: split to evaluate (default: config.data.eval_split).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host TPU / GPU runs).")
+flags.DEFINE_string("coordinator_address", None, "--distributed without SLURM/TPU: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "--distributed without SLURM/TPU: number of processes.")
+flags.DEFINE_integer("process_id", None, "--distributed without SLURM/TPU: this process's index (0-based).")
 FLAGS = flags.FLAGS
 
 
@@ -31,7 +34,9 @@ def main(argv):
 
     jax.config.update("jax_default_prng_impl", config.prng_impl)
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        # None everywhere lets jax detect Cloud TPU / SLURM / Open MPI by itself.
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
     from zoomin_jax import evaluate, forward, train
 
     if FLAGS.mode == "train":

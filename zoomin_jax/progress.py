@@ -8,6 +8,8 @@ import time
 
 from absl import logging
 
+from zoomin_jax import paths
+
 
 def format_seconds(s: float) -> str:
     s = int(max(0, s))
@@ -38,9 +40,10 @@ class MetricWriter:
 
     def __init__(self, workdir: str, enabled: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = paths.join(workdir, "metrics.jsonl")
+        self.records: list[str] = []  # remote files cannot be appended to: rewritten whole
         self.tb = None
-        if enabled:
+        if enabled and not paths.is_remote(workdir):
             try:
                 from tensorboardX import SummaryWriter
 
@@ -51,8 +54,13 @@ class MetricWriter:
     def write(self, step: int, kind: str, values: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), "kind": kind, **values}) + "\n")
+        line = json.dumps({"step": int(step), "kind": kind, **values}) + "\n"
+        if paths.is_remote(str(self.path)):
+            self.records.append(line)
+            self.path.write_text("".join(self.records))
+        else:
+            with open(self.path, "a") as f:
+                f.write(line)
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, int | float) and not isinstance(v, bool):

@@ -13,9 +13,7 @@ A non-finite loss stops the run naming the step range; no checkpoint is written 
 from __future__ import annotations
 
 import json
-import os
 import signal
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,26 +21,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomin_jax import checkpoint, evaluate, sharding
+from zoomin_jax import checkpoint, evaluate, init_from, paths, sharding
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
 from zoomin_jax.progress import MetricWriter, Progress
 from zoomin_jax.train_step import TrainState, make_optimizer, make_train_step, stages
 from zoomin_jax.validate import validate_config
-
-
-def _load_init_from(path: str, abstract: Any) -> Any:
-    """Weights only from another run's workdir (its latest checkpoint)."""
-    ckpt = checkpoint.Checkpointer(path, async_save=False)
-    step = ckpt.latest_step()
-    if step is None:
-        raise FileNotFoundError(
-            f"config.init_from={path!r} has no checkpoint (looked in {ckpt.directory}); pass a workdir of a "
-            "finished or running zoomin_jax run"
-        )
-    logging.info("Initialising from %s step %d (weights only)", path, step)
-    return ckpt.restore(step, abstract)["model"]
 
 
 class _Preemption:
@@ -79,14 +64,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns:
       {head name: grading report} from the latest evaluation of each head, as in the printed ablation table.
     """
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    workdir = paths.resolve(workdir)
+    paths.ensure_dir(workdir)
     mesh = sharding.make_mesh(config.mesh.data)
     validate_config(config, mesh.size)
     is_lead = jax.process_index() == 0
     if is_lead:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        paths.join(workdir, "config.json").write_text(config.to_json_best_effort(indent=2))
 
     model = build(config)
     plan = stages(config)
@@ -102,7 +86,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("Resuming from %s step %d", ckpt.directory, start)
         variables = ckpt.restore(start, var_target, data_iterator=train_iter)["model"]
     elif config.init_from:
-        variables = _load_init_from(config.init_from, var_target)
+        variables = init_from.load(
+            config.init_from, var_target, config,
+            lambda: init_variables(model, config, mesh, jax.random.PRNGKey(config.seed)),
+        )
     else:
         variables = init_variables(model, config, mesh, jax.random.PRNGKey(config.seed))
 
@@ -166,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if results:
         table = format_ablation_table(results)
         print(f"\nAblation on '{config.data.eval_split}' ({config.data.name}):\n{table}", flush=True)
-        with open(os.path.join(workdir, "ablation.txt"), "w") as f:
-            f.write(table + "\n")
+        if is_lead:
+            paths.join(workdir, "ablation.txt").write_text(table + "\n")
         print(json.dumps({h: {k: r.get(k) for k in ("kappa", "accuracy")} for h, r in results.items()}))
     return results

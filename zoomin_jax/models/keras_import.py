@@ -1,8 +1,9 @@
 """Weights from Keras' InceptionResNetV2 into our `InceptionResNetV2` variables.
 
-The path to ImageNet initialisation without network access: a user who has Keras' weight file builds the Keras
-model from it (or hands us the file) and converts it once. Also the proof that our backbone is Keras' network:
-tests/test_keras_parity.py converts a randomly initialised Keras model and compares the forward passes.
+The path to ImageNet initialisation without network access: a user who has Keras' weight file hands us the file
+(`from_keras_h5`, read with h5py alone, no Keras or TensorFlow), or builds the Keras model from it (`from_keras`).
+Also the proof that our backbone is Keras' network: tests/test_keras_parity.py converts a randomly initialised
+Keras model and compares the forward passes.
 
 Keras names the unnamed `conv2d_bn` layers `conv2d`, `conv2d_1`, ... and `batch_normalization`, ... in creation
 order (`model.layers` is in topological order, which differs), so the numeric suffix recovers the order in which
@@ -118,3 +119,113 @@ def from_keras(keras_model) -> dict[str, Any]:
     """
     weights = {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in keras_model.layers}
     return convert_layer_weights(weights)
+
+
+# Canonical order of a Keras layer's weights, by the last part of their names ("conv2d_1/kernel:0" -> "kernel").
+_WEIGHT_ORDER = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+
+
+def _h5_strings(group, name: str) -> list[str]:
+    """A list-of-strings attribute, also when Keras split it into `name0`, `name1`, ... (HDF5's 64 KB header)."""
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            values += list(group.attrs[f"{name}{i}"])
+            i += 1
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _weight_key(weight_name: str) -> str:
+    return weight_name.split("/")[-1].split(":")[0]
+
+
+def _legacy_layer_weights(root, path: str) -> dict[str, list[np.ndarray]]:
+    """{layer name: [arrays in Keras order]} from the legacy (Keras 2, `layer_names`) HDF5 layout."""
+    out = {}
+    for layer in _h5_strings(root, "layer_names"):
+        group = root[layer]
+        names = _h5_strings(group, "weight_names")
+        if not names:
+            continue
+        keys = [_weight_key(n) for n in names]
+        arrays = [np.asarray(group[n]) for n in names]
+        if "gamma" in keys and layer.startswith(("batch_normalization", "conv_7b_bn")):
+            raise ValueError(
+                f"{path}: layer {layer!r} has a BatchNorm scale (gamma); Keras' InceptionResNetV2 has none. "
+                "Is this the weight file of another network?"
+            )
+        if all(k in _WEIGHT_ORDER for k in keys):  # the order convert_layer_weights expects, read from the names
+            order = sorted(range(len(keys)), key=lambda i: _WEIGHT_ORDER.index(keys[i]))
+            arrays = [arrays[i] for i in order]
+        out[layer] = arrays
+    return out
+
+
+def read_keras_h5(path: str) -> dict[str, list[np.ndarray]]:
+    """Reads a Keras HDF5 weight file into {layer name: [arrays in Keras order]}, with h5py alone.
+
+    Reads the legacy layout that Keras 2 (and Keras 3's legacy `.h5` writer) use and that Keras' published
+    ImageNet files have: a root attribute `layer_names`, one group per layer with an attribute `weight_names`
+    (e.g. `conv2d_1/kernel:0`) and a dataset under each name. A whole-model `.h5` (weights under
+    `model_weights`) works too. Each layer's weights are put in the order kernel, bias, gamma, beta,
+    moving_mean, moving_variance by their names, not by their position in the file.
+
+    Args:
+      path: the `.h5` file.
+
+    Returns:
+      {layer name: [numpy arrays]} for the layers that have weights.
+
+    Raises:
+      ImportError: h5py is missing.
+      ValueError: the file is not a readable HDF5 file, or not in a Keras layout we read.
+    """
+    try:
+        import h5py
+    except ImportError as e:
+        raise ImportError("Reading Keras .h5 weight files needs h5py: pip install h5py") from e
+    try:
+        with h5py.File(path, "r") as f:
+            root = f
+            if not any(k.startswith("layer_names") for k in f.attrs) and "model_weights" in f:
+                root = f["model_weights"]  # a whole model saved with model.save(...h5)
+            if any(k.startswith("layer_names") for k in root.attrs):
+                return _legacy_layer_weights(root, path)
+            if "layers" in f and "vars" in f:
+                raise ValueError(
+                    f"{path} is a Keras 3 `.weights.h5` file; it names layers by class and position in the model "
+                    "rather than by layer name, so it cannot be mapped without Keras. Load it into "
+                    "keras.applications.InceptionResNetV2(weights=None) with model.load_weights(path) and convert "
+                    "with zoomin_jax.models.keras_import.from_keras(model)."
+                )
+            raise ValueError(
+                f"{path} is an HDF5 file but not a Keras weight file (no `layer_names` attribute at its root or "
+                "under `model_weights`)"
+            )
+    except (OSError, KeyError) as e:
+        raise ValueError(
+            f"Could not read {path} as a Keras HDF5 weight file ({e}). Expected Keras' "
+            "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels[_notop].h5; is the file complete?"
+        ) from e
+
+
+def from_keras_h5(path: str) -> dict[str, Any]:
+    """Variables (`params`, `batch_stats`) for `InceptionResNetV2()` from a Keras InceptionResNetV2 weight file.
+
+    No Keras or TensorFlow needed: the file is read with h5py (see `read_keras_h5` for the layouts read).
+
+    Args:
+      path: e.g. `inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5` (or the with-top file; the
+        top is ignored).
+
+    Returns:
+      {'params': ..., 'batch_stats': ...} as numpy float32 arrays, equal to `from_keras` of the model built from
+      the same file.
+    """
+    layer_weights = read_keras_h5(path)
+    try:
+        return convert_layer_weights(layer_weights)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e

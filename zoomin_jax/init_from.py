@@ -1,0 +1,130 @@
+"""`config.init_from`: the weights a run starts from when its workdir has no checkpoint yet.
+
+Two sources, chosen by the path: a Keras Inception-ResNet-v2 weight file (`.h5`, e.g. Keras' ImageNet
+`inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5`), read with h5py alone, whose backbone goes into
+both M-Net and C-Net as the paper initialises them from ImageNet, the heads and A-Net keeping their fresh random
+init; or another zoomin_jax workdir, whose latest checkpoint gives all the variables (weights only: no optimiser
+state, no data position). Either way the result is placed on the target shardings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from zoomin_jax import checkpoint
+from zoomin_jax.models import keras_import
+from zoomin_jax.models.inception_resnet import FULL_REPEATS
+
+# The sub-networks that are Inception-ResNet-v2 backbones (top-level keys of params and batch_stats).
+BACKBONES = ("mnet", "cnet")
+
+
+def check_full_backbones(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError unless M-Net and C-Net are the full network that Keras' weights fit."""
+    wrong = []
+    for name in BACKBONES:
+        sub = config.model[name]
+        if tuple(sub.repeats) != FULL_REPEATS:
+            wrong.append(f"model.{name}.repeats={tuple(sub.repeats)}")
+        if float(sub.width) != 1.0:
+            wrong.append(f"model.{name}.width={sub.width}")
+    if wrong:
+        raise ValueError(
+            f"config.init_from={config.init_from!r}: Keras' Inception-ResNet-v2 weights fit only the full network "
+            f"(repeats {FULL_REPEATS}, width 1.0), but {', '.join(wrong)}. Use configs/full.py or set those fields, "
+            "or start this reduced network from scratch (config.init_from='')."
+        )
+
+
+def merge_backbone(fresh: Any, backbone: Any, into: tuple[str, ...] = BACKBONES) -> dict:
+    """The fresh variables with the backbone's `params` / `batch_stats` put under each of `into`.
+
+    Args:
+      fresh: {'params': {...}, 'batch_stats': {...}} of the whole model, freshly initialised.
+      backbone: {'params': ..., 'batch_stats': ...} of one `InceptionResNetV2` (e.g. `from_keras_h5`).
+      into: top-level keys of the sub-networks that receive a copy.
+
+    Returns:
+      A new tree (the inputs are not modified) with the same structure as `fresh`; everything outside `into`
+      is `fresh`'s own leaves.
+
+    Raises:
+      ValueError: naming the first path whose structure or shape differs.
+    """
+    out = {col: dict(fresh[col]) for col in fresh}
+    for col in ("params", "batch_stats"):
+        for name in into:
+            want = jax.tree_util.tree_flatten_with_path(fresh[col][name])
+            got = jax.tree_util.tree_flatten_with_path(backbone[col])
+            want_paths = [jax.tree_util.keystr(p) for p, _ in want[0]]
+            got_paths = [jax.tree_util.keystr(p) for p, _ in got[0]]
+            if want_paths != got_paths:
+                missing = sorted(set(want_paths) - set(got_paths))[:3]
+                extra = sorted(set(got_paths) - set(want_paths))[:3]
+                raise ValueError(
+                    f"{col}[{name!r}] does not have the backbone's layout: missing {missing}, unexpected {extra}"
+                )
+            for (path, w), (_, g) in zip(want[0], got[0], strict=True):
+                if tuple(w.shape) != tuple(np.shape(g)):
+                    raise ValueError(
+                        f"{col}[{name!r}]{jax.tree_util.keystr(path)}: ours {tuple(w.shape)}, "
+                        f"backbone {tuple(np.shape(g))}"
+                    )
+            out[col][name] = backbone[col]
+    return out
+
+
+def place(tree: Any, target: Any) -> Any:
+    """Each leaf as a jax.Array with the target's dtype and sharding (target: ShapeDtypeStructs with shardings).
+
+    Leaves already so placed are kept. Host values are copied per leaf and per device: on CPU, JAX may otherwise
+    alias the numpy memory, and M-Net and C-Net, filled from the same numpy arrays, would share buffers in a
+    state that the train step donates.
+    """
+
+    def one(x, t):
+        if isinstance(x, jax.Array) and x.sharding == t.sharding and x.dtype == t.dtype:
+            return x
+        value = np.asarray(x, dtype=t.dtype)
+        return jax.make_array_from_callback(t.shape, t.sharding, lambda index: np.array(value[index], copy=True))
+
+    return jax.tree_util.tree_map(one, tree, target)
+
+
+def load_workdir(path: str, target: Any) -> Any:
+    """Weights only from another run's workdir (its latest checkpoint), restored onto `target`'s shardings."""
+    ckpt = checkpoint.Checkpointer(path, async_save=False)
+    step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(
+            f"config.init_from={path!r} has no checkpoint (looked in {ckpt.directory}); pass a workdir of a "
+            "finished or running zoomin_jax run, or a Keras Inception-ResNet-v2 .h5 weight file"
+        )
+    logging.info("Initialising from %s step %d (weights only)", path, step)
+    return ckpt.restore(step, target)["model"]
+
+
+def load(path: str, target: Any, config: ml_collections.ConfigDict, init_fn: Callable[[], Any]) -> Any:
+    """The variables a run without a checkpoint starts from, per `config.init_from`.
+
+    Args:
+      path: a Keras Inception-ResNet-v2 weight file (`.h5`) or a zoomin_jax workdir.
+      target: abstract variables (ShapeDtypeStructs carrying the shardings) of the whole model.
+      config: the run's config (for a `.h5`, its M-Net and C-Net must be the full network).
+      init_fn: () -> freshly initialised, sharded variables; called only for a `.h5`, after the file is read.
+
+    Returns:
+      {'params', 'batch_stats'} on `target`'s shardings.
+    """
+    if not path.endswith(".h5"):
+        return load_workdir(path, target)
+    check_full_backbones(config)
+    backbone = keras_import.from_keras_h5(path)
+    logging.info("Initialising M-Net and C-Net from the Keras weights in %s; heads and A-Net from scratch", path)
+    return place(merge_backbone(init_fn(), backbone), target)
