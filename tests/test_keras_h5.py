@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
+from keras_models import random_keras_irv2
 from tiny import tiny_config
 
 from zoomin_jax import init_from
@@ -24,19 +25,7 @@ _BN_FILE_ORDER = ("moving_variance", "gamma", "beta", "moving_mean")
 
 @pytest.fixture(scope="module")
 def keras_model():
-    keras.utils.set_random_seed(3)
-    model = keras.applications.InceptionResNetV2(weights=None, include_top=False, input_shape=(None, None, 3))
-    # Fresh BatchNorms are (beta 0, mean 0, var 1); distinct values make a beta/mean/var mix-up show.
-    rng = np.random.default_rng(4)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                rng.normal(0, 0.1, beta.shape).astype(np.float32),
-                rng.normal(0, 0.1, mean.shape).astype(np.float32),
-                rng.uniform(0.5, 1.5, var.shape).astype(np.float32),
-            ])
-    return model
+    return random_keras_irv2(keras, seed=3)
 
 
 @pytest.fixture(scope="module")

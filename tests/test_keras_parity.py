@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from keras_models import random_keras_irv2
 
 keras = pytest.importorskip("keras", reason="the parity test needs the test extra (tensorflow-cpu / keras)")
 
@@ -11,19 +12,7 @@ from zoomin_jax.models.keras_import import from_keras  # noqa: E402
 
 @pytest.fixture(scope="module")
 def keras_model():
-    keras.utils.set_random_seed(0)
-    model = keras.applications.InceptionResNetV2(weights=None, include_top=False, input_shape=(None, None, 3))
-    # Fresh BatchNorms are identities (mean 0, variance 1, beta 0); give them values so a mix-up would show.
-    rng = np.random.default_rng(1)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                rng.normal(0, 0.1, beta.shape).astype(np.float32),
-                rng.normal(0, 0.1, mean.shape).astype(np.float32),
-                rng.uniform(0.5, 1.5, var.shape).astype(np.float32),
-            ])
-    return model
+    return random_keras_irv2(keras, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny
 
 from configs import default, full
 from zoomin_jax import regions, sharding
@@ -13,14 +14,9 @@ from zoomin_jax.validate import ConfigError, validate_config
 
 
 def tiny_config():
-    c = default.get_config()
-    m = c.model
-    m.image_size, m.low_res_size = 200, 80
-    m.mnet.repeats, m.mnet.width = (1, 1, 1), 0.125
-    m.cnet.repeats, m.cnet.width = (1, 1, 1), 0.125
-    m.anet.endpoint, m.anet.hidden = "block35_1_ac", 8  # 7x7 at 80 input
-    m.regions.patch_size, m.regions.num_regions = 80, 3
-    c.batch_size = 8
+    c = tiny.tiny_config()
+    c.model.image_size = 200  # the 80 px low-res view is then a real 2.5x reduction
+    c.model.regions.patch_size, c.model.regions.num_regions = 80, 3
     return c
 
 

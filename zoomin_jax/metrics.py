@@ -21,15 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-# Mirrors zoomin_jax.data.features.LESION_KINDS (not imported: that module pulls in tensorflow_datasets).
-LESION_KIND_NAMES = (
-    "microaneurysm",
-    "haemorrhage",
-    "hard_exudate",
-    "cotton_wool_spot",
-    "new_vessels",
-    "preretinal_haemorrhage",
-)
+from zoomin_jax.lesions import LESION_KINDS
+
+LESION_KIND_NAMES = LESION_KINDS
 
 # Specificities at which the binary tasks report sensitivity.
 REPORTED_SPECIFICITIES = (0.90, 0.95)

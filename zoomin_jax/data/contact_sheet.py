@@ -18,16 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from zoomin_jax.data import synthetic
+from zoomin_jax.lesions import LESION_KINDS
 
-# Order and names as in zoomin_jax.data.features.LESION_KINDS (integer kinds in dataset records index this).
-KIND_NAMES = (
-    "microaneurysm",
-    "haemorrhage",
-    "hard_exudate",
-    "cotton_wool_spot",
-    "new_vessels",
-    "preretinal_haemorrhage",
-)
+KIND_NAMES = LESION_KINDS
 KIND_COLOURS = {
     "microaneurysm": (0, 255, 255),
     "haemorrhage": (40, 90, 255),

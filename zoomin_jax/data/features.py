@@ -14,17 +14,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-NUM_GRADES = 5
+from zoomin_jax.lesions import LESION_KINDS  # re-exported: the schema's kind names
 
-# Lesion kinds across all datasets; a dataset uses the subset it annotates.
-LESION_KINDS = (
-    "microaneurysm",
-    "haemorrhage",
-    "hard_exudate",
-    "cotton_wool_spot",
-    "new_vessels",
-    "preretinal_haemorrhage",
-)
+NUM_GRADES = 5
 
 
 def example_features(extra: dict | None = None) -> tfds.features.FeaturesDict:
