@@ -357,6 +357,30 @@ def test_decode_reduced():
     assert np.abs(small.astype(np.float64) - ref).mean() < 4.0
 
 
+def test_decode_grayscale_orientation_and_errors():
+    import io
+
+    from PIL import Image
+
+    gray = (np.arange(64 * 48) % 251).reshape(48, 64).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="JPEG", quality=90)  # a one-component JPEG
+    out = ip.decode_jpeg(buf.getvalue())
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 0], out[..., 2])
+    want = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))  # what the builders would see
+    assert np.abs(out.astype(int) - want).max() <= 1
+    # an EXIF orientation tag is ignored (as PIL does): the stored pixel layout is what the boxes refer to
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([gray] * 3, -1)).save(buf, format="JPEG", quality=90, exif=exif)
+    assert ip.decode_jpeg(buf.getvalue()).shape == (48, 64, 3)
+    assert ip.jpeg_size(buf.getvalue()) == (48, 64)
+    with pytest.raises(ValueError, match="cannot decode"):
+        ip.decode_jpeg(b"not a jpeg")
+
+
 def test_orbax_saves_and_restores_iterator(config, train_source, tmp_path):
     import orbax.checkpoint as ocp
 

@@ -127,8 +127,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                                        "label": batch["label"]}, mesh))
                 pending.append((step, metrics))
                 done = step + 1
-                save = done % config.checkpoint_every == 0 or done == stage.end or preempt.requested
-                if done % config.log_every == 0 or save:
+                # The stage's last step is saved after its evaluation (below), so a stage-end checkpoint
+                # always comes with its eval, even when a crash falls in between.
+                save = (done % config.checkpoint_every == 0 and done != stage.end) or preempt.requested
+                if done % config.log_every == 0 or save or done == stage.end:
                     fetched = _check_finite(pending, ckpt.latest_step())
                     means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
                     print(progress.line(done, stage.name, means), flush=True)
@@ -147,6 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             results.update(reports)
             evaluate.save_results(workdir, results)
             writer.write(start, "eval", {"stage": stage.name, **{h: r["kappa"] for h, r in reports.items()}})
+            ckpt.save(start, variables, {"step": state.step, "opt_state": state.opt_state}, train_iter)
     finally:  # an exception (not kill -9) still lets in-flight asynchronous saves finish: nothing lost
         ckpt.close()
         writer.close()

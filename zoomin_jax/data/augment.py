@@ -1,21 +1,25 @@
 """Training augmentation and test-time variants of one high-resolution fundus image and its lesion boxes.
 
-Everything is numpy/PIL on the host, per example, and deterministic given an `np.random.Generator` (the input
+Everything is numpy/OpenCV on the host, per example, and deterministic given an `np.random.Generator` (the input
 pipeline hands one per example from a grain `random_map`, so the result depends only on the seed and the example's
-position in the sample stream, never on worker count or timing).
+position in the sample stream, never on worker count or timing). OpenCV is the only implementation (no PIL path),
+so the pixels do not depend on which libraries a machine happens to have; importing this module sets OpenCV's own
+thread pool to one thread (`cv2.setNumThreads(1)`, process-wide): grain already runs the per-example work on
+several threads and worker processes, and OpenCV's pool on top of them would only oversubscribe the cores.
 
 Geometry: the stored image is the eye disc cropped and centred, so rotation by any angle about the image centre,
 flips and a small isotropic zoom keep the disc in place; everything outside the source is filled black. The three
 are composed into one affine map and resampled once (bilinear), so a rotated, flipped, zoomed image is blurred only
-once. Pure flips (no rotation, no zoom) are exact numpy flips.
+once (`cv2.warpAffine`, INTER_LINEAR, constant black border). Pure flips (no rotation, no zoom) are exact flips.
 
 Coordinates are continuous pixel coordinates: pixel (i, j) covers [i, i+1) x [j, j+1), the image centre is (S/2, S/2),
-the same convention as PIL's affine transform and as the stored lesion boxes (y0, x0, y1, x1), end exclusive. A box is
+the same convention as the stored lesion boxes (y0, x0, y1, x1), end exclusive (OpenCV puts pixel centres at integers:
+`warp_image` shifts by half a pixel on both sides of the map). A box is
 transformed by mapping its 4 corners, taking the enclosing axis-aligned box (floor/ceil), clipping it to the image and
 dropping it if nothing of it is left inside.
 
 Photometric: brightness (a factor on all channels) and contrast (scaling around the mean of the eye disc) are one
-per-intensity map, applied with a 256-entry lookup table per channel (PIL `point`); near-black pixels (the
+per-intensity map, applied with a 256-entry lookup table per channel (`cv2.LUT`); near-black pixels (the
 background outside the disc) are only scaled by brightness, so the background stays black.
 """
 
@@ -25,8 +29,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numpy as np
-from PIL import Image
+
+cv2.setNumThreads(1)  # see the module docstring
 
 TTA_VARIANTS = ("identity", "flip_lr", "flip_ud", "rot90", "rot180", "rot270")
 
@@ -76,14 +82,13 @@ def warp_image(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """
     # Rounding snaps quarter turns to exact integers (cos 90 deg is 6e-17 in floating point), so they resample
     # pixel centres exactly instead of blending in 1e-16 of a neighbour and truncating 60 to 59.
-    return np.asarray(_warp_pil(Image.fromarray(image), matrix))
-
-
-def _warp_pil(image: Image.Image, matrix: np.ndarray) -> Image.Image:
-    inv = np.round(np.linalg.inv(matrix), 12)
-    coeffs = tuple(float(v) for v in inv[:2].reshape(-1))  # PIL wants output -> input
-    return image.transform(image.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR,
-                           fillcolor=(0, 0, 0))
+    inv = np.round(np.linalg.inv(matrix), 12)  # output -> input, continuous coordinates
+    # OpenCV's coordinates are ours minus half a pixel: x_in - 1/2 = A (x_out - 1/2 + 1/2) + b - 1/2.
+    a = inv[:2, :2]
+    m = np.concatenate([a, (inv[:2, 2] + 0.5 * a.sum(1) - 0.5)[:, None]], 1)
+    h, w = image.shape[:2]
+    return cv2.warpAffine(np.ascontiguousarray(image), m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
 def transform_boxes(boxes: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +138,12 @@ def photometric_lut(brightness: float, contrast: float, mean: np.ndarray) -> np.
 
 def apply_photometric(image: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
     """Brightness and contrast jitter of a uint8 (H, W, 3) image (see `photometric_lut`)."""
-    lut = photometric_lut(brightness, contrast, disc_mean(image))
-    return np.asarray(Image.fromarray(image).point(lut.T.reshape(-1).tolist()))
+    return _apply_lut(image, photometric_lut(brightness, contrast, disc_mean(image)))
+
+
+def _apply_lut(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """out[..., c] = lut[image[..., c], c] for a uint8 (H, W, 3) image and a uint8 (256, 3) table."""
+    return cv2.LUT(np.ascontiguousarray(image), np.ascontiguousarray(lut.reshape(256, 1, 3)))
 
 
 def disc_mean(image: np.ndarray) -> np.ndarray:
@@ -176,22 +185,18 @@ def random_augment(
     contrast = 1.0 + c * (2.0 * u[5] - 1.0)
 
     matrix = affine_matrix(size, angle, scale, flip_lr, flip_ud)
-    # Work on one PIL image throughout (its transform and lookup table are several times faster than numpy's).
     # The contrast mean is taken before the warp: rotation and a small zoom barely change the disc's mean colour.
     mean = disc_mean(image) if contrast != 1.0 else np.zeros(3)
-    pil = Image.fromarray(image)
     if angle == 0.0 and scale == 1.0:  # flips only: exact, no resampling
-        if flip_lr:
-            pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if flip_ud:
-            pil = pil.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        if flip_lr or flip_ud:
+            image = cv2.flip(np.ascontiguousarray(image), -1 if flip_lr and flip_ud else (1 if flip_lr else 0))
     else:
-        pil = _warp_pil(pil, matrix)
+        image = warp_image(image, matrix)
     if brightness != 1.0 or contrast != 1.0:
-        pil = pil.point(photometric_lut(brightness, contrast, mean).T.reshape(-1).tolist())
+        image = _apply_lut(image, photometric_lut(brightness, contrast, mean))
     boxes, keep = transform_boxes(boxes, matrix, size)
     kinds = np.asarray(kinds).reshape(-1)[keep]
-    return np.asarray(pil), boxes, kinds
+    return np.asarray(image), boxes, kinds
 
 
 def _tta_ops(name: str) -> tuple[bool, int]:
