@@ -2,7 +2,8 @@
 
 Command:   python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default
 Hardware:  2 CPU cores, 24 GiB (no accelerator).
-Wall time / score: the forward-pass job takes under a minute; training numbers arrive with the training issue.
+Wall time / score: about 11 minutes from a fresh clone (dataset generation included); Zoom-in-Net kappa about 0.92
+on the synthetic validation split (README, "The default run, measured", has the exact figures).
 
 Every number the code uses lives here; other configs import this one and override a few fields. Fields marked
 "ours" are choices the paper leaves open (README, "Choices that are ours").
@@ -53,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     )
     # Class-balanced sampling: per-grade weights move from balanced (1.0) towards the true distribution by
     # `decay` per epoch (Kaggle solutions started balanced); enabled=False samples the data as it is.
-    d.balance = ml_collections.ConfigDict({"enabled": False, "decay": 0.7, "floor": 0.0})
+    d.balance = ml_collections.ConfigDict({"enabled": True, "decay": 0.7, "floor": 0.0})
     d.eval_tta = ("identity",)  # test-time variants averaged: identity, flip_lr, flip_ud, rot90, rot180, rot270
 
     # ---- model ----
@@ -81,11 +82,11 @@ def get_config() -> ml_collections.ConfigDict:
     # `head` is what the stage-end evaluation reports: mnet | mnet_anet | zoom_in | all.
     c.stage_order = ("mnet", "anet", "cnet", "joint")
     c.stages = ml_collections.ConfigDict()
-    c.stages.mnet = _stage(steps=300, lr=2e-3, trainable=("mnet",), loss={"mnet": 1.0}, head="mnet")
-    c.stages.anet = _stage(steps=100, lr=2e-3, trainable=("anet",), loss={"anet": 1.0}, head="mnet_anet")
-    c.stages.cnet = _stage(steps=200, lr=2e-3, trainable=("cnet",), loss={"final": 1.0}, head="zoom_in")
+    c.stages.mnet = _stage(steps=800, lr=2e-3, trainable=("mnet",), loss={"mnet": 1.0}, head="mnet")
+    c.stages.anet = _stage(steps=300, lr=2e-3, trainable=("anet",), loss={"anet": 1.0}, head="mnet_anet")
+    c.stages.cnet = _stage(steps=500, lr=2e-3, trainable=("cnet",), loss={"final": 1.0}, head="zoom_in")
     c.stages.joint = _stage(
-        steps=100, lr=5e-4, trainable=("mnet", "anet", "cnet"), loss={"final": 1.0, "mnet": 0.3, "anet": 0.3},
+        steps=300, lr=5e-4, trainable=("mnet", "anet", "cnet"), loss={"final": 1.0, "mnet": 0.3, "anet": 0.3},
         head="all",
     )
     c.optimizer = ml_collections.ConfigDict()
