@@ -24,6 +24,7 @@ def config(tmp_path_factory):
     c.data.max_lesions = 8
     c.batch_size = 4
     c.data.eval_batch_size = 4
+    c.data.balance.enabled = False  # plain shuffled epochs; the balance tests switch it on themselves
     datasets.open_split(c, "train")  # prepare once
     return c
 
