@@ -56,6 +56,9 @@ def test_joint_step_lowers_the_loss_on_a_fixed_batch(batch):
 
 def test_sharded_step_equals_single_device_step(batch):
     c = tiny_config()
+    # SGD: updates are linear in the gradients, so float reassociation across 8 devices stays float-sized
+    # (Adam's normalisation turns a near-zero gradient's rounding into a full-size update of either sign).
+    c.optimizer.name = "sgd"
     mesh8, mesh1 = sharding.make_mesh(-1), sharding.make_mesh(1)
     s8, step8 = _state_and_step(c, "joint", mesh8)
     s1, step1 = _state_and_step(c, "joint", mesh1, variables=jax.device_get({"params": s8.params,
@@ -66,10 +69,10 @@ def test_sharded_step_equals_single_device_step(batch):
     np.testing.assert_allclose(float(m8["loss"]), float(m1["loss"]), rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(s8.params)),
                     jax.tree_util.tree_leaves(jax.device_get(s1.params)), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-5)  # Adam amplifies float reassociation
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(s8.batch_stats)),
                     jax.tree_util.tree_leaves(jax.device_get(s1.batch_stats)), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-5)  # Adam amplifies float reassociation
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("stage,trained", [("anet", {"anet"}), ("cnet", {"cnet", "fusion_head"}),
