@@ -46,8 +46,9 @@ def test_sharded_forward_equals_single_device_and_is_consistent(setup):
     # A-Net logits are the spatial sums of the gated maps, and attention sums to one per grade.
     np.testing.assert_allclose(out["anet_logits"], out["gated"].sum(axis=(1, 2)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["attention"].sum(axis=(1, 2)), 1.0, rtol=1e-5)
-    # The boxes are the top-N of G reduced (max) over lesion levels 1..4.
-    want, want_scores = regions.select_boxes(out["gated"][..., 1:].max(-1), 200, 80, 3, 0.25)
+    # The boxes are the top-N of the configured map reduced (max) over lesion levels 1..4, inside the eye disc.
+    r = c.model.regions
+    want, want_scores = regions.select_boxes(out[r.map][..., 1:].max(-1), 200, 80, 3, 0.25, r.disc_radius)
     np.testing.assert_array_equal(out["boxes"], want)
     np.testing.assert_allclose(out["box_scores"], want_scores, rtol=1e-6)
 
@@ -76,17 +77,28 @@ def test_fused_head_gets_no_gradient_through_region_selection(setup):
     assert norm(g["cnet"]) > 0 and norm(g["fusion_head"]) > 0 and norm(g["mnet"]) > 0
 
 
-@pytest.mark.parametrize("reduce,pooling,n_out", [("per_level", "attention", 12), ("max", "mean", 3)])
-def test_region_options(reduce, pooling, n_out):
+@pytest.mark.parametrize(
+    "reduce,pooling,region_map,n_out",
+    [("per_level", "attention", "gated", 12), ("max", "mean", "attention", 3), ("max", "max", "gated", 3)],
+)
+def test_region_options(reduce, pooling, region_map, n_out):
     c = tiny_config()
-    c.model.regions.reduce, c.model.pooling = reduce, pooling
+    c.model.regions.reduce, c.model.pooling, c.model.regions.map = reduce, pooling, region_map
+    r = c.model.regions
     model = build(c)
     images = np.random.default_rng(1).integers(0, 256, (2, 200, 200, 3), dtype=np.uint8)
     out = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(1), x, train=False), x, train=False))(images)
     assert out["boxes"].shape == (2, n_out, 4)
     if reduce == "per_level":  # level by level: the third level's boxes come from G[..., 3] alone
-        want, _ = regions.select_boxes(out["gated"][..., 3], 200, 80, 3, 0.25)
+        want, _ = regions.select_boxes(out["gated"][..., 3], 200, 80, 3, 0.25, r.disc_radius)
         np.testing.assert_array_equal(out["boxes"][:, 6:9], want)
+    else:  # the configured map, max over levels 1..4
+        want, want_scores = regions.select_boxes(out[region_map][..., 1:].max(-1), 200, 80, 3, 0.25, r.disc_radius)
+        np.testing.assert_array_equal(out["boxes"], want)
+        np.testing.assert_allclose(out["box_scores"], want_scores, rtol=1e-6)
+    # Every box centre lies inside the eye disc (the image's inscribed circle).
+    centre = (np.asarray(out["boxes"])[..., :2] + 40) / 100.0 - 1.0
+    assert np.all(np.hypot(centre[..., 0], centre[..., 1]) <= 1.0)
 
 
 def test_full_config_builds_paper_scale_parameters_abstractly():
@@ -108,7 +120,8 @@ def test_full_config_builds_paper_scale_parameters_abstractly():
         (lambda c: setattr(c, "batch_size", 12), 8, r"batch_size=12 is not divisible by the 8 devices"),
         (lambda c: setattr(c.model.anet, "endpoint", "block17_20_ac"), 8,
          r"'block17_20_ac' does not exist .*\(1, 2, 1\)"),
-        (lambda c: setattr(c.model.regions, "num_regions", 70), 8, r"num_regions=70 .* 8x8=64 cells"),
+        (lambda c: setattr(c.model.regions, "num_regions", 240), 8,
+         r"num_regions=240 .* 225 cells inside disc_radius=1.0 of the 17x17 map"),
         (lambda c: setattr(c.model, "low_res_size", 60), 8, r"low_res_size=60 is below .* 75"),
     ],
 )

@@ -101,6 +101,30 @@ def test_iou_threshold_one_means_plain_top_n():
     np.testing.assert_allclose(np.asarray(vals), want)
 
 
+def test_disc_radius_never_picks_cells_outside_the_eye_disc():
+    # The corners of an 8x8 map hold the highest scores (a "bias" region in the black surround); with the disc
+    # restriction every pick is a cell whose centre lies inside the circle, and the best of those comes first.
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(2, 8, 8)).astype(np.float32)
+    scores[:, 0, 0] = scores[:, 7, 7] = scores[:, 0, 7] = 100.0
+    boxes, vals = select_boxes(scores, 400, 96, 6, 1.0, disc_radius=1.0)
+    yy, xx = np.meshgrid((np.arange(8) + 0.5) / 8 * 2 - 1, (np.arange(8) + 0.5) / 8 * 2 - 1, indexing="ij")
+    inside = np.hypot(yy, xx) <= 1.0
+    for i in range(2):
+        allowed = np.where(inside, scores[i], -np.inf).reshape(-1)
+        np.testing.assert_allclose(np.asarray(vals[i]), -np.sort(-allowed)[:6])  # plain top-6 of allowed cells
+        centres = (np.asarray(boxes[i])[:, :2] + 48) / 200.0 - 1.0
+        assert np.all(np.hypot(centres[:, 0], centres[:, 1]) <= 1.0)
+    # Without it the corners win.
+    _, vals = select_boxes(scores, 400, 96, 3, 1.0)
+    np.testing.assert_array_equal(np.asarray(vals), 100.0)
+
+
+def test_disc_radius_too_small_for_num_regions_is_an_error():
+    with pytest.raises(ValueError, match="num_regions 5 exceeds the 4 cells"):
+        select_boxes(np.zeros((1, 8, 8)), 400, 96, 5, 0.5, disc_radius=0.25)
+
+
 def test_bad_arguments_name_the_numbers():
     with pytest.raises(ValueError, match="patch_size 500.*400"):
         select_boxes(np.zeros((1, 4, 4)), 400, 500, 2, 0.5)

@@ -14,6 +14,11 @@ When suppression leaves fewer than `num_regions` candidates (a large patch on a 
 the remaining picks take the best candidates not chosen yet regardless of overlap, so the output always has
 `num_regions` distinct cells, best first, and every pick after the first unsuppressed run overlaps an earlier one.
 Two cells can still propose the same box where the shift into the image makes their boxes coincide (borders).
+
+`disc_radius` restricts candidates to cells whose centre lies inside the circle of that radius (a fraction of half
+the image side) around the image centre: in a disc-cropped fundus photograph the corners are black surround, and
+an attention map trained from image-level labels can park weight there (a constant "bias" region), which would
+send crops into nothing. Cells outside the circle are never picked.
 """
 
 from __future__ import annotations
@@ -55,17 +60,18 @@ def box_iou(box: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
     return inter / (area(box) + area(boxes) - inter)
 
 
-def _select_one(scores: jnp.ndarray, boxes: jnp.ndarray, num_regions: int, iou_threshold: float):
-    """Greedy selection on one flattened map: scores (M,), boxes (M, 4) -> (N,) cell indices."""
+def _select_one(scores: jnp.ndarray, boxes: jnp.ndarray, num_regions: int, iou_threshold: float, allowed):
+    """Greedy selection on one flattened map: scores (M,), boxes (M, 4), allowed bool (M,) -> (N,) cell indices."""
     m = scores.shape[0]
     _, order = lax.top_k(scores, m)  # full descending sort; ties: lower index first
     sorted_boxes = boxes[order]
+    ok = jnp.asarray(allowed)[order]
 
     def pick(n, carry):
         chosen, suppressed, picks = carry
-        free = ~chosen & ~suppressed
-        # First free candidate in score order; if none is free, the first one not chosen yet.
-        k = jnp.where(jnp.any(free), jnp.argmax(free), jnp.argmax(~chosen))
+        free = ~chosen & ~suppressed & ok
+        # First free candidate in score order; if none is free, the first allowed one not chosen yet.
+        k = jnp.where(jnp.any(free), jnp.argmax(free), jnp.argmax(~chosen & ok))
         chosen = chosen.at[k].set(True)
         suppressed = suppressed | (box_iou(sorted_boxes[k], sorted_boxes) > iou_threshold)
         return chosen, suppressed, picks.at[n].set(k)
@@ -75,8 +81,23 @@ def _select_one(scores: jnp.ndarray, boxes: jnp.ndarray, num_regions: int, iou_t
     return order[picks]
 
 
+def allowed_cells(h: int, w: int, disc_radius: float | None) -> np.ndarray:
+    """bool (h * w,), row-major: whether cell (i, j)'s centre lies within `disc_radius` (a fraction of half the side)
+    of the map centre. None allows every cell. Static (numpy), so it costs nothing in the compiled program."""
+    if disc_radius is None:
+        return np.ones(h * w, bool)
+    yy = ((np.arange(h) + 0.5) / h - 0.5) * 2.0
+    xx = ((np.arange(w) + 0.5) / w - 0.5) * 2.0
+    return (np.hypot(yy[:, None], xx[None, :]) <= disc_radius).reshape(-1)
+
+
 def select_boxes(
-    scores: jnp.ndarray, image_size: int, patch_size: int, num_regions: int, iou_threshold: float
+    scores: jnp.ndarray,
+    image_size: int,
+    patch_size: int,
+    num_regions: int,
+    iou_threshold: float,
+    disc_radius: float | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Top-N boxes of each score map with greedy overlap suppression.
 
@@ -86,6 +107,8 @@ def select_boxes(
       patch_size: side of the boxes, in high-res pixels; 1 <= patch_size <= image_size.
       num_regions: N, boxes per image; 1 <= N <= h * w.
       iou_threshold: candidates overlapping a chosen box with IoU above this are suppressed (1.0: none are).
+      disc_radius: only cells whose centre is within this fraction of half the image side from the image centre
+        are candidates (see the module docstring); None: every cell. At least `num_regions` cells must qualify.
 
     Returns:
       boxes: int32 (B, N, 4) as (y0, x0, y1, x1) in high-res pixels, end exclusive, best first;
@@ -97,9 +120,15 @@ def select_boxes(
         raise ValueError(f"patch_size {patch_size} must be between 1 and the image size {image_size}")
     if not 1 <= num_regions <= h * w:
         raise ValueError(f"num_regions {num_regions} must be between 1 and the {h}x{w}={h * w} map cells")
+    allowed = allowed_cells(h, w, disc_radius)
+    if allowed.sum() < num_regions:
+        raise ValueError(
+            f"num_regions {num_regions} exceeds the {int(allowed.sum())} cells of the {h}x{w} map inside "
+            f"disc_radius {disc_radius}"
+        )
     scores = lax.stop_gradient(scores).reshape(b, h * w).astype(jnp.float32)
     boxes = cell_boxes(h, w, image_size, patch_size)
-    cells = jax.vmap(lambda s: _select_one(s, boxes, num_regions, iou_threshold))(scores)
+    cells = jax.vmap(lambda s: _select_one(s, boxes, num_regions, iou_threshold, allowed))(scores)
     return lax.stop_gradient(boxes[cells]), jnp.take_along_axis(scores, cells, axis=1)
 
 

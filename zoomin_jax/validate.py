@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from zoomin_jax import regions
 from zoomin_jax.models import inception_resnet as irv2
 from zoomin_jax.models.zoom_in import DTYPES
 
@@ -49,13 +50,17 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         )
     elif names:
         side = irv2.stage_sizes(m.low_res_size)[irv2.endpoint_stage(m.anet.endpoint)]
-        cells = side * side
+        disc = r.get("disc_radius")
+        cells = int(regions.allowed_cells(side, side, disc).sum())
         per_map = r.num_regions
         if not 1 <= per_map <= cells:
+            where = f" inside disc_radius={disc}" if disc is not None else ""
             problems.append(
-                f"model.regions.num_regions={r.num_regions} cannot be chosen from the {side}x{side}={cells} cells of "
-                f"{m.anet.endpoint} at low_res_size={m.low_res_size}"
+                f"model.regions.num_regions={r.num_regions} cannot be chosen from the {cells} cells{where} of the "
+                f"{side}x{side} map {m.anet.endpoint} at low_res_size={m.low_res_size}"
             )
+    if r.get("map", "gated") not in ("gated", "attention"):
+        problems.append(f"model.regions.map={r.map!r} must be 'gated' or 'attention'")
     if r.reduce not in ("max", "per_level"):
         problems.append(f"model.regions.reduce={r.reduce!r} must be 'max' or 'per_level'")
     levels = tuple(r.levels)

@@ -66,6 +66,8 @@ class ZoomInNet(nn.Module):
     num_regions: int = 4
     patch_size: int = 294
     iou_threshold: float = 0.25
+    region_disc_radius: float | None = None
+    region_map: str = "gated"
     region_levels: Sequence[int] = (1, 2, 3, 4)
     region_reduce: str = "max"
     pooling: str = "max"
@@ -81,13 +83,15 @@ class ZoomInNet(nn.Module):
             cnet_repeats=tuple(m.cnet.repeats), cnet_width=m.cnet.width,
             anet_endpoint=m.anet.endpoint, anet_hidden=m.anet.hidden,
             num_regions=m.regions.num_regions, patch_size=m.regions.patch_size,
-            iou_threshold=m.regions.iou_threshold, region_levels=tuple(m.regions.levels),
+            iou_threshold=m.regions.iou_threshold, region_disc_radius=m.regions.get("disc_radius"),
+            region_map=m.regions.get("map", "gated"),
+            region_levels=tuple(m.regions.levels),
             region_reduce=m.regions.reduce, pooling=m.pooling, dropout=m.dropout, dtype=DTYPES[m.dtype],
         )
 
     def _select(self, gated: jnp.ndarray):
         lesion = gated[..., jnp.asarray(self.region_levels)]  # (B, h, w, L)
-        args = (self.image_size, self.patch_size, self.num_regions, self.iou_threshold)
+        args = (self.image_size, self.patch_size, self.num_regions, self.iou_threshold, self.region_disc_radius)
         if self.region_reduce == "max":
             return regions.select_boxes(lesion.max(axis=-1), *args)
         # "per_level": N boxes from each level's map, concatenated level by level -> (B, L * N, 4).
@@ -135,7 +139,7 @@ class ZoomInNet(nn.Module):
         mnet_logits = fix("mnet", nn.Dense(self.num_classes, name="mnet_head")(drop(f_m)))
 
         a = fix("anet", ANet(self.num_classes, self.anet_hidden, self.dtype, name="anet")(feature_map))
-        boxes, box_scores = self._select(a["gated"])
+        boxes, box_scores = self._select(a[self.region_map])
 
         patches = regions.crop(x, boxes, self.patch_size)  # (B, N', P, P, 3)
         n = patches.shape[1]
