@@ -150,6 +150,20 @@ def test_grade_quotas_and_assignment():
     assert len(seeds) == 150
 
 
+def test_grade_1_microaneurysms_come_as_a_cluster():
+    # Grade 1 holds MA_COUNT_GRADE_1 microaneurysms, most of them within a few cluster sigmas of one point, so a
+    # zoomed-in patch on the cluster shows several (what the default config's ablation relies on).
+    size = 400
+    lo, hi = synthetic.MA_COUNT_GRADE_1
+    spread = synthetic.MA_CLUSTER_SIGMA * size
+    for seed in range(6):
+        _, lesions = synthetic.generate_example(1000 + seed, 1, size, distractor_rate=0.0)
+        centres = np.array([((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b, _ in lesions])
+        assert lo <= len(centres) < hi, (seed, len(centres))
+        d = np.hypot(*(centres - np.median(centres, axis=0)).T)
+        assert np.mean(d < 3 * spread) >= 0.6, (seed, np.round(d))
+
+
 def test_make_config_names():
     from zoomin_jax.data import synthetic_fundus as sf
 

@@ -10,7 +10,7 @@ optic disc, a darker macula and a tapering, branching vessel tree (veins darker 
 arcades bend around the macula. Lesions, by grade (loosely the International Clinical DR scale):
 
   0  none
-  1  a few microaneurysms only
+  1  microaneurysms only (4-10, clustered in the posterior pole)
   2  more microaneurysms, plus haemorrhages and/or hard-exudate clusters
   3  many haemorrhages in all four quadrants, cotton-wool spots, microaneurysms, sometimes hard exudates
   4  grade-3 findings plus new vessels and/or a preretinal haemorrhage
@@ -45,12 +45,17 @@ PRERETINAL_HAEMORRHAGE = "preretinal_haemorrhage"
 EYEPACS_GRADE_DISTRIBUTION = (0.73, 0.07, 0.15, 0.025, 0.025)
 
 DISC_FILL = 0.985  # eye-disc radius as a fraction of half the image side
-BOX_ALPHA = 0.15
+BOX_ALPHA = 0.15  # a pixel belongs to a lesion's box when the lesion changed it by more than this blend weight
 # Microaneurysm radius as a fraction of image_size (at least 1 px): 3-5 px at 1230, 1-1.6 px at 400.
-MA_RADIUS_FRACTION = (
-    1 / 400,
-    1 / 250,
-)  # a pixel belongs to a lesion's box when the lesion changed it by more than this blend weight
+MA_RADIUS_FRACTION = (1 / 400, 1 / 250)
+
+# Microaneurysms cluster in the posterior pole: per image, a cluster centre is drawn around the macula (offset
+# sigma, a fraction of image_size) and a fraction MA_CLUSTERED of the microaneurysms fall around it (spread sigma,
+# ~14 px at 400: a 96-px patch on the cluster holds most of them); the rest follow the general placement.
+MA_CLUSTER_OFFSET = 0.1
+MA_CLUSTER_SIGMA = 0.035
+MA_CLUSTERED = 0.9
+MA_COUNT_GRADE_1 = (4, 11)  # [low, high) microaneurysms in a grade-1 image
 
 Box = tuple[int, int, int, int]
 
@@ -290,16 +295,21 @@ _RED = (0.72, 0.32, 0.38)  # blood: absorbs green and blue much more than red
 _DARK_RED = (0.58, 0.2, 0.25)
 
 
-def _place(rng, eye: _Eye, extent: float, near_macula: float = 0.0, quadrant: int | None = None, vessels=None):
+def _place(
+    rng, eye: _Eye, extent: float, near_macula: float = 0.0, quadrant: int | None = None, vessels=None, around=None
+):
     """Samples a centre for a lesion of radius `extent`; None if no free spot was found.
 
     near_macula: probability of sampling around the macula (posterior pole) rather than uniformly in the disc.
+    around: (cy, cx, sigma): sample around this point instead (a cluster); overrides near_macula and quadrant.
     quadrant: 0-3 restricts the centre to one quadrant around the image centre (0 top-left, clockwise).
     vessels: a coverage map; centres on a vessel are rejected (small lesions must stay visible).
     """
     s = eye.size
     for _ in range(60):
-        if quadrant is None and rng.random() < near_macula:
+        if around is not None:
+            cy, cx = around[0] + rng.normal(0, around[2]), around[1] + rng.normal(0, around[2])
+        elif quadrant is None and rng.random() < near_macula:
             cy, cx = eye.my + rng.normal(0, 0.17 * s), eye.mx + rng.normal(0, 0.17 * s)
         else:
             rad = eye.radius * 0.9 * math.sqrt(rng.uniform(0.02, 1.0))
@@ -321,10 +331,10 @@ def _ma_radius(rng, s: int) -> float:
     return max(1.0, s * rng.uniform(*MA_RADIUS_FRACTION))
 
 
-def _microaneurysm(rng, img, eye, vessels):
+def _microaneurysm(rng, img, eye, vessels, around=None):
     s = eye.size
     r = _ma_radius(rng, s)
-    at = _place(rng, eye, r + 2, near_macula=0.7, vessels=vessels)
+    at = _place(rng, eye, r + 2, near_macula=0.7, vessels=vessels, around=around)
     if at is None:
         return None
     y0, y1, x0, x1, yy, xx = _window(*at, r + 2, s)
@@ -546,8 +556,19 @@ def _lesions_for_grade(rng, img, eye, grade: int, vessels, segs) -> list[tuple[B
             draw(HAEMORRHAGE, lambda q=q: _haemorrhage(rng, img, eye, quadrant=q), rng.integers(3, 7), required=True)
         draw(COTTON_WOOL_SPOT, lambda: _cotton_wool_spot(rng, img, eye), rng.integers(1, 6), required=True)
         draw(HARD_EXUDATE, lambda: _hard_exudates(rng, img, eye), rng.integers(0, 4))
-    n_ma = {1: (1, 5), 2: (3, 12), 3: (6, 20), 4: (4, 16)}[grade]
-    draw(MICROANEURYSM, lambda: _microaneurysm(rng, img, eye, vessels), rng.integers(*n_ma), required=True)
+    n_ma = {1: MA_COUNT_GRADE_1, 2: (3, 12), 3: (6, 20), 4: (4, 16)}[grade]
+    # Microaneurysms come in clusters in the posterior pole: most around one centre near the macula.
+    centre = (
+        eye.my + rng.normal(0, MA_CLUSTER_OFFSET * eye.size),
+        eye.mx + rng.normal(0, MA_CLUSTER_OFFSET * eye.size),
+    )
+    around = (*centre, MA_CLUSTER_SIGMA * eye.size)
+    draw(
+        MICROANEURYSM,
+        lambda: _microaneurysm(rng, img, eye, vessels, around if rng.random() < MA_CLUSTERED else None),
+        rng.integers(*n_ma),
+        required=True,
+    )
     return out
 
 

@@ -149,8 +149,11 @@ def _generate_one(task: tuple) -> tuple:
 class SyntheticFundus(tfds.core.GeneratorBasedBuilder):
     """Synthetic fundus photographs with DR grades and exact lesion boxes."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Microaneurysms cluster in the posterior pole; grade 1 has 4-10 of them (was 1-4).",
+    }
     BUILDER_CONFIGS = [S400, S1230]
     DEFAULT_CONFIG_NAME = "s400"
 
