@@ -108,7 +108,7 @@ def test_full_config_builds_paper_scale_parameters_abstractly():
     counts = param_counts(shapes["params"])
     # Keras' InceptionResNetV2 without top has 54,276,192 trainable parameters; M-Net adds a 1536x5 head.
     assert counts["mnet"] == 54_276_192 + 1536 * 5 + 5
-    assert counts["cnet"] == 54_276_192 + 2 * 1536 * 5 + 5
+    assert counts["cnet"] == 54_276_192 + 2 * 1536 * 5 + 5 + 1536 * 5 + 5  # fusion head + per-patch head
     assert counts["total"] == counts["mnet"] + counts["anet"] + counts["cnet"]
     assert shapes["params"]["anet"]["score"]["kernel"].shape == (1, 1, 1536, 5)
 

@@ -75,7 +75,7 @@ def test_sharded_step_equals_single_device_step(batch):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("stage,trained", [("anet", {"anet"}), ("cnet", {"cnet", "fusion_head"}),
+@pytest.mark.parametrize("stage,trained", [("anet", {"anet"}), ("cnet", {"cnet", "patch_head", "fusion_head"}),
                                            ("mnet", {"mnet", "mnet_head"})])
 def test_freezing_keeps_frozen_parameters_and_statistics_bit_identical(batch, stage, trained):
     c = tiny_config()

@@ -18,7 +18,15 @@ from jax.sharding import Mesh
 from zoomin_jax import sharding
 from zoomin_jax.models.zoom_in import SUBNETWORKS, ZoomInNet
 
-HEAD_LOGITS = {"final": "logits", "mnet": "mnet_logits", "anet": "anet_logits"}
+# Loss-weight key -> model output. "patch" grades each zoomed-in patch with its image's grade (B, N', K).
+HEAD_LOGITS = {"final": "logits", "mnet": "mnet_logits", "anet": "anet_logits", "patch": "patch_logits"}
+
+
+def _cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Mean cross-entropy; per-patch logits (B, N, K) take their image's label."""
+    if logits.ndim == 3:
+        labels = jnp.broadcast_to(labels[:, None], logits.shape[:2])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 @flax.struct.dataclass
@@ -85,10 +93,10 @@ def make_train_step(model: ZoomInNet, config: ml_collections.ConfigDict, stage: 
         )
         # Only heads with a weight enter the loss, so XLA drops what a stage does not need (C-Net in stage 1).
         losses = {
-            k: optax.softmax_cross_entropy_with_integer_labels(out[HEAD_LOGITS[k]], labels).mean() for k in weights
+            k: _cross_entropy(out[HEAD_LOGITS[k]], labels) for k in weights
         }
         total = sum(weights[k] * losses[k] for k in weights)
-        head = max(weights, key=weights.get)
+        head = max((k for k in weights if k != "patch"), key=weights.get, default="final")
         accuracy = jnp.mean(jnp.argmax(out[HEAD_LOGITS[head]], -1) == labels)
         return total, (losses, accuracy, new["batch_stats"])
 

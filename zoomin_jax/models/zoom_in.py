@@ -118,7 +118,8 @@ class ZoomInNet(nn.Module):
             spent on them. The optimiser masks their parameters too (train.py).
 
         Returns:
-          logits (B, K) of the fused head; mnet_logits, anet_logits (B, K); gated, attention, scores (B, h, w, K);
+          logits (B, K) of the fused head; mnet_logits, anet_logits (B, K); patch_logits (B, N', K) of each patch
+          on its own; gated, attention, scores (B, h, w, K);
           boxes (B, N', 4) int32 high-res (y0, x0, y1, x1) end exclusive; box_scores (B, N') — N' = N, or
           N * len(region_levels) with region_reduce 'per_level'.
         """
@@ -147,12 +148,17 @@ class ZoomInNet(nn.Module):
         c = InceptionResNetV2(self.cnet_repeats, self.cnet_width, self.dtype, name="cnet")(
             patches, train and "cnet" not in frozen
         )
-        f_c = self._pool(c["pool"].reshape(b, n, -1), box_scores)
+        per_patch = c["pool"].reshape(b, n, -1)
+        # Each patch graded on its own (trained with the image's grade when config's stage loss "patch" > 0): every
+        # patch gets a gradient, not only the one that wins the pooling, so C-Net learns small lesions much sooner.
+        patch_logits = fix("cnet", nn.Dense(self.num_classes, name="patch_head")(drop(per_patch)))
+        f_c = self._pool(per_patch, box_scores)
         fused = jnp.concatenate([f_m, f_c], axis=-1)
         logits = fix("cnet", nn.Dense(self.num_classes, name="fusion_head")(drop(fused)))
         return {
             "logits": logits.astype(jnp.float32),
             "mnet_logits": mnet_logits.astype(jnp.float32),
+            "patch_logits": patch_logits.astype(jnp.float32),
             "anet_logits": a["logits"],
             "gated": a["gated"],
             "attention": a["attention"],
@@ -163,7 +169,7 @@ class ZoomInNet(nn.Module):
 
 
 # Top-level parameter collections of each sub-network, for counting, freezing and reporting.
-SUBNETWORKS = {"mnet": ("mnet", "mnet_head"), "anet": ("anet",), "cnet": ("cnet", "fusion_head")}
+SUBNETWORKS = {"mnet": ("mnet", "mnet_head"), "anet": ("anet",), "cnet": ("cnet", "patch_head", "fusion_head")}
 
 
 def param_counts(params: dict) -> dict[str, int]:
