@@ -102,7 +102,7 @@ def select_boxes(
     """Top-N boxes of each score map with greedy overlap suppression.
 
     Args:
-      scores: (B, h, w) one map per image (e.g. the gated attention reduced over lesion levels 1..4).
+      scores: (B, h, w) one map per image (e.g. A-Net's gated map or attention reduced over lesion levels 1..4).
       image_size: side of the square high-res image the boxes refer to.
       patch_size: side of the boxes, in high-res pixels; 1 <= patch_size <= image_size.
       num_regions: N, boxes per image; 1 <= N <= h * w.

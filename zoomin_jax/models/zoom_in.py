@@ -5,9 +5,10 @@ One module, one forward pass, one XLA program: the low-res view is derived on de
 
 Choices the paper leaves open, each a config field (see configs/default.py): A-Net reads one named M-Net endpoint;
 its attention branch is conv3x3(hidden) + ReLU + conv1x1(K) followed by a spatial softmax per grade; regions are
-chosen on the gated map G reduced over lesion levels 1..4 (max) or per level; C-Net patch features are pooled over
-the patches (max, mean, or weighted by the softmax of the box scores) and concatenated with M-Net's pooled feature
-before the final linear layer.
+chosen on the gated map G (the paper's) or the attention A (`regions.map`), reduced over lesion levels 1..4 (max) or
+per level, among the cells inside the eye disc (`regions.disc_radius`); C-Net patch features are pooled over the
+patches (max, mean, or weighted by the softmax of the box scores) and concatenated with M-Net's pooled feature
+before the final linear layer; a per-patch linear head grades each patch on its own (the "patch" loss).
 """
 
 from __future__ import annotations
