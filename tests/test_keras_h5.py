@@ -186,7 +186,7 @@ def test_merge_backbone_fills_mnet_and_cnet_only():
     for name in ("mnet", "cnet"):
         assert_identical(merged["params"][name], backbone["params"])
         assert_identical(merged["batch_stats"][name], backbone["batch_stats"])
-    for head in ("mnet_head", "anet", "patch_head", "fusion_head"):
+    for head in ("mnet_head", "anet", "fusion_head"):
         assert merged["params"][head] is fresh["params"][head]
     assert_identical(fresh, before)  # the input is not modified
 
