@@ -50,7 +50,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         )
     elif names:
         side = irv2.stage_sizes(m.low_res_size)[irv2.endpoint_stage(m.anet.endpoint)]
-        disc = r.get("disc_radius")
+        disc = r.disc_radius
         cells = int(regions.allowed_cells(side, side, disc).sum())
         per_map = r.num_regions
         if not 1 <= per_map <= cells:
@@ -59,7 +59,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
                 f"model.regions.num_regions={r.num_regions} cannot be chosen from the {cells} cells{where} of the "
                 f"{side}x{side} map {m.anet.endpoint} at low_res_size={m.low_res_size}"
             )
-    if r.get("map", "gated") not in ("gated", "attention"):
+    if r.map not in ("gated", "attention"):
         problems.append(f"model.regions.map={r.map!r} must be 'gated' or 'attention'")
     if r.reduce not in ("max", "per_level"):
         problems.append(f"model.regions.reduce={r.reduce!r} must be 'max' or 'per_level'")

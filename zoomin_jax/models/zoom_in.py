@@ -84,14 +84,14 @@ class ZoomInNet(nn.Module):
             cnet_repeats=tuple(m.cnet.repeats), cnet_width=m.cnet.width,
             anet_endpoint=m.anet.endpoint, anet_hidden=m.anet.hidden,
             num_regions=m.regions.num_regions, patch_size=m.regions.patch_size,
-            iou_threshold=m.regions.iou_threshold, region_disc_radius=m.regions.get("disc_radius"),
-            region_map=m.regions.get("map", "gated"),
+            iou_threshold=m.regions.iou_threshold, region_disc_radius=m.regions.disc_radius,
+            region_map=m.regions.map,
             region_levels=tuple(m.regions.levels),
             region_reduce=m.regions.reduce, pooling=m.pooling, dropout=m.dropout, dtype=DTYPES[m.dtype],
         )
 
-    def _select(self, gated: jnp.ndarray):
-        lesion = gated[..., jnp.asarray(self.region_levels)]  # (B, h, w, L)
+    def _select(self, maps: jnp.ndarray):
+        lesion = maps[..., jnp.asarray(self.region_levels)]  # (B, h, w, L): A-Net's gated maps or attention
         args = (self.image_size, self.patch_size, self.num_regions, self.iou_threshold, self.region_disc_radius)
         if self.region_reduce == "max":
             return regions.select_boxes(lesion.max(axis=-1), *args)
