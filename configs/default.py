@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     d.data_dir = "~/.cache/zoomin_jax/tfds"  # where prepared datasets live (array_record)
     d.manual_dir = ""  # the user's own download folder (real datasets only)
     d.graham = False  # Graham's local-average subtraction at preparation (real datasets)
+    # Lesion boxes and optic disc of the graded photos, a CSV image,class_name,x0,y0,x1,y1 in photo pixels (IDRiD
+    # only; relative to manual_dir; docs/datasets.md). Its content hash names the prepared dataset. "": none.
+    d.lesion_boxes_csv = ""
     d.train_split = "train"  # TFDS split strings: slices like "train[:80%]" work
     d.eval_split = "validation"
     # The synthetic dataset, generated on first use (its image size is model.image_size).

@@ -16,6 +16,9 @@ def get_config():
     c = default.get_config()
     c.data.name = "idrid"
     c.data.manual_dir = "../shared/data/idrid"
+    # Coarse haemorrhage / hard-exudate boxes and the optic disc of all graded photos (CODRAS, in the shared copy):
+    # lesion recall@k with its chance level and the optic-disc share on the held-out part.
+    c.data.lesion_boxes_csv = "lesion_boxes.csv"
     c.data.train_split = "train[:80%]"
     c.data.eval_split = "train[80%:]"
     c.data.balance.enabled = True  # grade 1 has 20 of 413 photographs

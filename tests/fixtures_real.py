@@ -27,6 +27,7 @@ def fundus_photo(
     radius: float | None = None,
     seed: int = 0,
     blobs: list[tuple[int, int, int, int]] = (),
+    paint: list[tuple[tuple[int, int, int, int], tuple[int, int, int]]] = (),
 ) -> np.ndarray:
     """A fundus-like RGB photo: black background, red disc with darker rim (vignetting) and mild texture.
 
@@ -36,6 +37,7 @@ def fundus_photo(
       radius: disc radius; default 0.46 * width (so a landscape photo cuts the disc at top and bottom).
       seed: texture and tint seed (different seeds give photos a content match can tell apart).
       blobs: dark-red rectangles (y0, x0, y1, x1) drawn on the disc, e.g. where a mask marks a lesion.
+      paint: (rectangle, RGB colour) drawn on the disc, e.g. bright squares where a boxes CSV puts a box.
     """
     h, w = hw
     rng = np.random.default_rng(seed)
@@ -50,6 +52,8 @@ def fundus_photo(
     img += 25 * np.sin(xx / (3 + 4 * rng.random()) + seed)[..., None] * np.array([0.3, 1.0, 0.5])
     for y0, x0, y1, x1 in blobs:
         img[y0:y1, x0:x1] = (90, 20, 15)
+    for (y0, x0, y1, x1), colour in paint:
+        img[y0:y1, x0:x1] = colour
     img = np.where(inside[..., None], img, rng.normal(3, 2, (h, w, 3)))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -151,15 +155,24 @@ IDRID_MASK_DIRS = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX": "3.
                    "SE": "4. Soft Exudates"}
 
 
+# IDRiD_003 carries two painted squares (y0, x0, y1, x1) that its rows in the boxes CSV name: a white "lesion" and a
+# yellow "optic disc", so a test can find them in the stored image by colour alone.
+IDRID_PAINTED = {"lesion": ((50, 90, 62, 104), (250, 250, 250)), "optic_disc": ((30, 40, 44, 56), (250, 250, 40))}
+
+
 def make_idrid(root: Path, with_test: bool = False) -> dict:
     """IDRiD layout: graded training set (+ optional testing set) and a segmentation training set with masks.
 
     Segmentation photo IDRiD_01 is the same photograph as graded IDRiD_002 (grade 3) and has an HE mask with two
     blobs and an EX mask with one; IDRiD_02 is not among the graded photos (skipped, no grade).
+    `<root>/lesion_boxes.csv` (read only when a test asks for it) lists IDRiD_001 (optic disc only), IDRiD_003 (the
+    painted squares, `IDRID_PAINTED`, and a hard exudate) and IDRiD_004 (a haemorrhage, one box outside the disc
+    crop), not IDRiD_002 (which keeps its mask boxes), plus one bad row of each kind the builder must count.
 
     Returns:
       {"train": {id: (grade, edema)}, "test": {...}, "seg_blobs": {kind: [boxes in photo pixels]},
-       "seg_photo_hw": (h, w), "skipped": {...}}
+       "seg_photo_hw": (h, w), "skipped": {...}, "csv": {"lesions": {id: [(kind, box yx)]}, "optic_disc": {id: box},
+       "skipped": {reason: n}}}
     """
     img_dir = root / IDRID_GRADED / "1. Original Images" / "a. Training Set"
     gt_dir = root / IDRID_GRADED / "2. Groundtruths"
@@ -171,7 +184,9 @@ def make_idrid(root: Path, with_test: bool = False) -> dict:
     for i, (grade, edema) in enumerate([(0, 0), (3, 2), (2, 1), (4, 2)]):
         name = f"IDRiD_{i + 1:03d}"
         blobs = he_boxes + ex_boxes if i == 1 else []
-        (img_dir / f"{name}.jpg").write_bytes(jpeg_bytes(fundus_photo(seed=200 + i, blobs=blobs), quality=95))
+        paint = list(IDRID_PAINTED.values()) if i == 2 else []
+        photo = fundus_photo(seed=200 + i, blobs=blobs, paint=paint)
+        (img_dir / f"{name}.jpg").write_bytes(jpeg_bytes(photo, quality=95))
         rows.append([name, grade, edema, "", ""])
         expected["train"][name] = (grade, edema)
     write_bad_photos(img_dir, {"IDRiD_005": "truncated"}, ext=".jpg")
@@ -214,7 +229,48 @@ def make_idrid(root: Path, with_test: bool = False) -> dict:
     expected["seg_photo_hw"] = PHOTO_HW
     skipped["segmentation_train"] = {"no_grade": 1}
     expected["skipped"] = skipped
+    expected["csv"] = _write_idrid_boxes(root / "lesion_boxes.csv", with_test)
     return expected
+
+
+def _write_idrid_boxes(path: Path, with_test: bool) -> dict:
+    """The fixture's lesion-boxes CSV (columns as the shared file's, plus the optional split column)."""
+    yx = lambda x0, y0, x1, y1: (y0, x0, y1, x1)  # noqa: E731  CSV order is x0, y0, x1, y1
+    lesion, disc = IDRID_PAINTED["lesion"][0], IDRID_PAINTED["optic_disc"][0]
+    good = [
+        ["IDRiD_001", "optic_disc", 60, 40, 80, 60, ""],
+        ["IDRiD_003", "haemorrhage", lesion[1], lesion[0], lesion[3], lesion[2], ""],
+        ["IDRiD_003", "hard_exudates", 100, 70, 110.5, 78, "train"],
+        ["IDRiD_003", "optic_disc", disc[1], disc[0], disc[3], disc[2], ""],
+        ["IDRiD_004", "haemorrhage", 120, 60, 130, 66, ""],
+        ["IDRiD_004", "optic_disc", 30, 50, 45, 65, ""],
+    ]
+    bad = [
+        ["IDRiD_004", "optic_disc", 35, 50, 50, 65, ""],  # extra_optic_disc (the first is kept)
+        ["IDRiD_004", "hard_exudates", 0, 50, 3, 60, ""],  # outside_crop: the disc square starts at x = 6.4
+        ["IDRiD_999", "haemorrhage", 10, 10, 20, 20, ""],  # unknown_image
+        ["IDRiD_001", "cotton_wool_spots", 10, 10, 20, 20, ""],  # unknown_class
+        ["IDRiD_001", "haemorrhage", "abc", 10, 20, 20, ""],  # malformed_row
+        ["IDRiD_001", "haemorrhage", 10, 10, "nan", 20, ""],  # malformed_row
+        ["IDRiD_001", "haemorrhage", 10, 10, 20],  # malformed_row (cells missing)
+        ["IDRiD_004", "haemorrhage", 10, 10, 10, 20, ""],  # empty_box
+        ["IDRiD_001", "optic_disc", 60, 40, 80, 60, "validation"],  # unknown_split
+    ]
+    skipped = {"extra_optic_disc": 1, "outside_crop": 1, "unknown_image": 1, "unknown_class": 1,
+               "malformed_row": 3, "empty_box": 1, "unknown_split": 1}
+    if with_test:
+        good.append(["IDRiD_001", "optic_disc", 70, 40, 90, 60, "test"])  # the testing set's IDRiD_001
+    else:
+        bad.append(["IDRiD_001", "optic_disc", 70, 40, 90, 60, "test"])  # no testing set: unknown_split
+        skipped["unknown_split"] += 1
+    _write_csv(path, ["image", "class_name", "x0", "y0", "x1", "y1", "split"], good + bad)
+    return {
+        "lesions": {"IDRiD_001": [], "IDRiD_003": [("haemorrhage", lesion), ("hard_exudate", yx(100, 70, 110.5, 78))],
+                    "IDRiD_004": [("haemorrhage", yx(120, 60, 130, 66))]},
+        "optic_disc": {"IDRiD_001": yx(60, 40, 80, 60), "IDRiD_003": disc, "IDRiD_004": yx(30, 50, 45, 65)},
+        "test_optic_disc": {"IDRiD_001": yx(70, 40, 90, 60)} if with_test else {},
+        "skipped": skipped,
+    }
 
 
 def make_messidor(root: Path, sheet: str = "xls") -> dict:

@@ -338,3 +338,120 @@ def test_lesion_recall_matches_brute_force():
                 cx = (lesion_boxes[i, j, 1] + lesion_boxes[i, j, 3]) / 2
                 found.append(any(p[0] <= cy < p[2] and p[1] <= cx < p[3] for p in pred_boxes[i, :k]))
         assert result[f"recall@{k}"] == pytest.approx(np.mean(found))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chance level of lesion recall, and the optic disc under the first box.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _band_rows(size, top, bottom):
+    """A field of view of whole rows [top, bottom) (a photograph cut at top and bottom, without the disc)."""
+    rows = np.zeros((size, 2), int)
+    rows[top:bottom] = (0, size)
+    return rows
+
+
+def _one_lesion(centre_y, centre_x):
+    return np.array([[[centre_y, centre_x, centre_y + 1, centre_x + 1]]]), np.zeros((1, 1), int), np.ones((1, 1), bool)
+
+
+def test_chance_is_an_area_ratio_inside_the_image():
+    # Rows 20-79 are the field of view: 60 x 100 = 6000 centres. A 10 px box holds the point (50, 50) for the 10 x 10
+    # centres around it, all inside: p = 100 / 6000. Near the band, at (22, 50), only the window's rows 20-26 are in
+    # the field of view (boxes centred on rows 17-26 reach row 22): p = 70 / 6000.
+    rows = _band_rows(100, 20, 80)
+    boxes, kinds, valid = _one_lesion(50, 50)
+    got = metrics.lesion_recall_chance(boxes, kinds, valid, rows[None], patch_size=10, ks=[1, 4])
+    assert got["chance@1"] == pytest.approx(100 / 6000)
+    assert got["chance@4"] == pytest.approx(1 - (1 - 100 / 6000) ** 4)
+    assert got["microaneurysm/chance@1"] == got["chance@1"]
+    boxes, kinds, valid = _one_lesion(22, 50)
+    assert metrics.lesion_recall_chance(boxes, kinds, valid, rows[None], 10, ks=[1])["chance@1"] == pytest.approx(
+        70 / 6000)
+
+
+def test_chance_at_the_image_edge_hand_worked():
+    # S = 10, P = 4: the box of centre pixel c starts at clip(c - 1, 0, 6). Point (5, 5) is in the boxes of centres
+    # 3-6 on each axis: 16 of 100. Point (0, 0) only in those starting at 0, centres 0-1: 4 of 100. Point (9, 9) in
+    # those starting at 6, centres 7-9: 9 of 100.
+    rows = _band_rows(10, 0, 10)
+    for (cy, cx), p in (((5, 5), 0.16), ((0, 0), 0.04), ((9, 9), 0.09)):
+        np.testing.assert_allclose(metrics.random_box_hit_probability([cy], [cx], rows, 4), [p])
+    # With only rows 3-6 in the field of view, (5, 5) is held by all 4 x 4 of its centres among 40.
+    np.testing.assert_allclose(metrics.random_box_hit_probability([5], [5], _band_rows(10, 3, 7), 4), [0.4])
+    # No field of view: no chance (and no division by zero).
+    np.testing.assert_allclose(metrics.random_box_hit_probability([5], [5], np.zeros((10, 2), int), 4), [0.0])
+    with pytest.raises(ValueError, match="patch_size"):
+        metrics.random_box_hit_probability([5], [5], rows, 11)
+
+
+def test_chance_matches_enumerating_every_centre():
+    rng = np.random.default_rng(3)
+    size, patch = 37, 9
+    x0 = rng.integers(0, 15, size)
+    rows = np.stack([x0, x0 + rng.integers(0, 22, size)], axis=1)
+    rows[:4] = 0  # black band
+    ys, xs = rng.integers(0, size, 40), rng.integers(0, size, 40)
+    got = metrics.random_box_hit_probability(ys, xs, rows, patch)
+    centres = [(y, x) for y in range(size) for x in range(rows[y, 0], rows[y, 1])]
+
+    def start(c):  # the box of a centre pixel: round half up of (c + 0.5) - P / 2, kept inside the image
+        return min(max(int(np.floor(c + 0.5 - patch / 2 + 0.5)), 0), size - patch)
+
+    for y, x, p in zip(ys, xs, got, strict=True):
+        held = sum(start(cy) <= y < start(cy) + patch and start(cx) <= x < start(cx) + patch for cy, cx in centres)
+        assert p == pytest.approx(held / len(centres))
+
+
+def test_chance_at_k_matches_a_seeded_monte_carlo():
+    """k independent random boxes, sampled (20,000 draws, seeded: the standard error is about 0.003)."""
+    rng = np.random.default_rng(11)
+    size, patch, k = 60, 14, 3
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    fov_mask = ((yy - 30) ** 2 + (xx - 30) ** 2 <= 29**2) & (yy > 8) & (yy < 52)  # a disc cut at top and bottom
+    rows = np.stack([np.argmax(fov_mask, 1), size - np.argmax(fov_mask[:, ::-1], 1)], 1) * fov_mask.any(1)[:, None]
+    boxes = np.array([[[10, 12, 13, 15], [30, 30, 31, 31], [45, 5, 50, 9], [0, 0, 0, 0]]])
+    kinds, valid = np.array([[1, 2, 2, 0]]), np.array([[True, True, True, False]])
+    got = metrics.lesion_recall_chance(boxes, kinds, valid, rows[None], patch, ks=[k])
+    cy, cx = np.nonzero(fov_mask)
+    draws = rng.integers(0, len(cy), (20000, k))
+    start_y = np.clip(np.floor(cy[draws] + 1 - patch / 2).astype(int), 0, size - patch)
+    start_x = np.clip(np.floor(cx[draws] + 1 - patch / 2).astype(int), 0, size - patch)
+    found = []
+    for y, x in ((11, 13), (30, 30), (47, 7)):
+        found.append(((start_y <= y) & (y < start_y + patch) & (start_x <= x) & (x < start_x + patch)).any(1).mean())
+    assert got[f"chance@{k}"] == pytest.approx(np.mean(found), abs=0.01)
+    assert got[f"haemorrhage/chance@{k}"] == pytest.approx(found[0], abs=0.01)
+    assert got[f"hard_exudate/chance@{k}"] == pytest.approx(np.mean(found[1:]), abs=0.01)
+    assert not any(key.startswith("microaneurysm") for key in got)  # only padding has that kind
+
+
+def test_optic_disc_first_box_hand_example():
+    pred_boxes = np.array([
+        [[0, 0, 10, 10], [20, 20, 30, 30]],  # disc centre (5, 5) in the first box
+        [[20, 20, 30, 30], [0, 0, 10, 10]],  # disc centre (5, 5) only in the second box: does not count
+        [[0, 0, 10, 10], [0, 0, 10, 10]],  # no disc box in this photograph
+        [[0, 0, 10, 10], [0, 0, 10, 10]],  # disc centre (10, 5): on the first box's end edge, outside
+    ])
+    disc = np.array([[2, 2, 8, 8], [2, 2, 8, 8], [0, 0, 0, 0], [8, 3, 12, 7]])
+    valid = np.array([True, True, False, True])
+    got = metrics.optic_disc_first(pred_boxes, disc, valid)
+    assert got == {"num_images": 3, "first_box": pytest.approx(1 / 3)}
+    # Chance, on a 20 px image whose field of view is rows and columns 0-9 (100 centres), 4 px boxes starting at
+    # clip(c - 1, 0, 16): (5, 5) is held by centres 3-6 x 3-6 (16 of 100); (10, 5) by centre rows 8-11, of which 8-9
+    # are in the field of view, x columns 3-6 (8 of 100).
+    rows = np.zeros((4, 20, 2), int)
+    rows[:, :10] = (0, 10)
+    got = metrics.optic_disc_first(pred_boxes, disc, valid, rows, patch_size=4)
+    assert got["first_box_chance"] == pytest.approx((0.16 + 0.16 + 0.08) / 3)
+    assert metrics.optic_disc_first(pred_boxes, disc, np.zeros(4, bool)) == {"num_images": 0}
+
+
+def test_format_localisation_prints_recall_next_to_chance():
+    recall = {"num_lesions": 12, "recall@4": 0.5, "chance@4": 0.25, "haemorrhage/num_lesions": 4,
+              "haemorrhage/recall@4": 0.75, "haemorrhage/chance@4": 0.2}
+    lines = metrics.format_localisation(recall, {"num_images": 8, "first_box": 0.125, "first_box_chance": 0.05})
+    assert lines == ["lesion recall@4 0.500 (chance 0.250; 12 lesions); haemorrhage 0.750 (chance 0.200; 4 lesions)",
+                     "optic disc centre in the first box: 0.125 of 8 photographs (chance 0.050)"]
+    assert json.loads(json.dumps(recall)) == recall

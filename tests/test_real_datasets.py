@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoomin_jax.data import eyepacs, idrid, messidor, preprocess, skips
+from zoomin_jax.data import augment, eyepacs, fov, idrid, messidor, preprocess, skips
 
 SIZE = 64
 
 
-def _prepare(module, manual_dir, data_dir):
-    return module.prepare(manual_dir, data_dir, SIZE, False, min_side=fx.MIN_SIDE, num_workers=1)
+def _prepare(module, manual_dir, data_dir, **kwargs):
+    return module.prepare(manual_dir, data_dir, SIZE, False, min_side=fx.MIN_SIDE, num_workers=1, **kwargs)
 
 
 def _read(builder, split):
@@ -62,10 +62,14 @@ def test_eyepacs_without_test_folder_prepares_train_only(tmp_path):
 
 @pytest.fixture(scope="module")
 def idrid_prepared(tmp_path_factory):
+    """The IDRiD fixture prepared with its lesion-boxes CSV (given relative to the manual folder, as configs do)."""
     root = tmp_path_factory.mktemp("idrid")
     expected = fx.make_idrid(root / "manual", with_test=True)
-    _prepare(idrid, root / "manual", root / "tfds")
-    return skips.open_builder(idrid.Idrid, root / "tfds", SIZE, False, fx.MIN_SIDE), expected
+    _prepare(idrid, root / "manual", root / "tfds", lesion_boxes_csv="lesion_boxes.csv")
+    builder = idrid.open_builder(root / "tfds", SIZE, False, fx.MIN_SIDE, lesion_boxes_csv="lesion_boxes.csv",
+                                 manual_dir=root / "manual")
+    assert builder.is_prepared()
+    return builder, expected
 
 
 def _expected_stored_box(box, hw):
@@ -88,6 +92,7 @@ def test_idrid_grades_edema_and_skips(idrid_prepared):
     assert builder.info.metadata["skipped"] == {
         "train": expected["skipped"]["train"], "test": {},
         "segmentation_train": expected["skipped"]["segmentation_train"],
+        idrid.BOXES_SKIPS: expected["csv"]["skipped"],
     }
 
 
@@ -115,10 +120,153 @@ def test_idrid_mask_boxes_land_on_the_lesions(idrid_prepared):
     assert len(_read(builder, "train")["IDRiD_001"]["lesions"]["box"]) == 0
 
 
+def _painted_box(image, colour):
+    """Bounding box (y0, x0, y1, x1) of the pixels of a painted colour, found by colour alone."""
+    im = image.astype(int)
+    if colour[2] > 200:  # white
+        hit = (im > 190).all(axis=-1)
+    else:  # yellow
+        hit = (im[..., 0] > 190) & (im[..., 1] > 190) & (im[..., 2] < 140)
+    ys, xs = np.nonzero(hit)
+    return np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
+
+
+def _kind_boxes(builder, ex):
+    names = builder.info.features["lesions"]["kind"].names
+    return sorted((names[k], tuple(int(v) for v in b))
+                  for k, b in zip(ex["lesions"]["kind"], ex["lesions"]["box"], strict=True))
+
+
+def test_idrid_csv_boxes_land_on_the_painted_squares(idrid_prepared):
+    builder, _ = idrid_prepared
+    ex = _read(builder, "train")["IDRiD_003"]
+    image = np.asarray(Image.open(io.BytesIO(ex["image"])).convert("RGB"))
+    haem = [b for k, b in _kind_boxes(builder, ex) if k == "haemorrhage"]
+    assert len(haem) == 1
+    for box, (_, colour) in ((np.array(haem[0]), fx.IDRID_PAINTED["lesion"]),
+                             (np.asarray(ex["optic_disc"]), fx.IDRID_PAINTED["optic_disc"])):
+        painted = _painted_box(image, colour)
+        # The stored box holds the painted square and is at most a pixel and a half larger on any side.
+        assert (box[:2] <= painted[:2]).all() and (box[2:] >= painted[2:]).all(), (box, painted)
+        assert np.abs(box - painted).max() <= 1.5, (box, painted)
+
+
+def test_idrid_csv_lesions_optic_disc_and_merge_rule(idrid_prepared):
+    builder, expected = idrid_prepared
+    train = _read(builder, "train")
+    hw = fx.PHOTO_HW
+    for name, lesions in expected["csv"]["lesions"].items():
+        got = _kind_boxes(builder, train[name])
+        assert [k for k, _ in got] == sorted(k for k, _ in lesions), name
+        want = sorted((k, tuple(_expected_stored_box(b, hw))) for k, b in lesions)
+        for (_, g), (_, w) in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, atol=1.5)
+        np.testing.assert_allclose(train[name]["optic_disc"], _expected_stored_box(
+            expected["csv"]["optic_disc"][name], hw), atol=1.5)
+    # The optic disc is not a lesion: IDRiD_001 has only an optic-disc row, so no lesion.
+    assert len(train["IDRiD_001"]["lesions"]["box"]) == 0
+    # IDRiD_002 is not in the CSV: it keeps its segmentation masks' boxes and has no optic-disc box.
+    seg = _read(builder, "segmentation_train")["IDRiD_01"]
+    np.testing.assert_array_equal(train["IDRiD_002"]["lesions"]["box"], seg["lesions"]["box"])
+    assert not np.asarray(train["IDRiD_002"]["optic_disc"]).any()
+    # Rows with split=test name the testing photo of that name, not the training one.
+    test = _read(builder, "test")
+    np.testing.assert_allclose(test["IDRiD_001"]["optic_disc"], _expected_stored_box(
+        expected["csv"]["test_optic_disc"]["IDRiD_001"], hw), atol=1.5)
+    assert not np.asarray(test["IDRiD_002"]["optic_disc"]).any()
+
+
+def test_idrid_csv_content_names_the_prepared_dataset(idrid_prepared, tmp_path):
+    builder, _ = idrid_prepared
+    tfds_dir = Path(builder.data_dir).parents[2]
+    manual = tfds_dir.parent / "manual"
+    csv_path = manual / "lesion_boxes.csv"
+    # The same content elsewhere is the same dataset; without the CSV, or with an edited one, it is not prepared.
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(csv_path.read_bytes())
+    same = idrid.open_builder(tfds_dir, SIZE, False, fx.MIN_SIDE, lesion_boxes_csv=copy)
+    assert same.builder_config.name == builder.builder_config.name and same.is_prepared()
+    assert not idrid.open_builder(tfds_dir, SIZE, False, fx.MIN_SIDE).is_prepared()
+    copy.write_bytes(csv_path.read_bytes() + b"IDRiD_001,haemorrhage,70,50,75,55\n")
+    edited = idrid.open_builder(tfds_dir, SIZE, False, fx.MIN_SIDE, lesion_boxes_csv=copy)
+    assert edited.builder_config.name != builder.builder_config.name and not edited.is_prepared()
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        idrid.open_builder(tfds_dir, SIZE, False, fx.MIN_SIDE, lesion_boxes_csv="nowhere.csv", manual_dir=manual)
+
+
+def test_idrid_field_of_view_holds_the_black_bands(idrid_prepared):
+    """Fixture photos are 120 px high with a disc of radius 73.6 px: the stored square (147.2 px of photo) has
+    black bands of 13.6 photo px (5.9 stored px) at top and bottom, and the disc's chords in between."""
+    builder, _ = idrid_prepared
+    rows = np.asarray(_read(builder, "train")["IDRiD_001"]["fov_rows"])
+    assert rows.shape == (SIZE, 2)
+    band = 13.6 * SIZE / 147.2
+    r = SIZE / 2
+    for y in range(SIZE):
+        centre = y + 0.5
+        if centre < band - 1 or centre > SIZE - band + 1:
+            assert rows[y, 1] == rows[y, 0] == 0, y
+        elif band + 1 < centre < SIZE - band - 1:
+            half = np.sqrt(r**2 - (centre - r) ** 2)
+            np.testing.assert_allclose(rows[y], [r - half, r + half], atol=1.6, err_msg=str(y))
+
+
+def test_idrid_eval_batches_carry_fov_and_optic_disc(idrid_prepared):
+    from configs import default
+    from zoomin_jax.data import input_pipeline as ip
+
+    builder, _ = idrid_prepared
+    source = builder.as_data_source("train")
+    cfg = default.get_config()
+    cfg.model.image_size, cfg.data.eval_batch_size, cfg.data.max_lesions = SIZE, 4, 8
+    batches = list(ip.eval_iterator(cfg, "train", process_index=0, process_count=1, source=source,
+                                    tta=("identity", "rot90")))
+    assert len(batches) == 2 * 1  # 4 photos, one batch of 4, two variants
+    ident, rot = batches
+    for i, index in enumerate(ident["index"]):
+        record = source[int(index)]
+        np.testing.assert_array_equal(ident["fov_rows"][i], record["fov_rows"])
+        np.testing.assert_array_equal(ident["optic_disc"][i], record["optic_disc"])
+        assert ident["optic_disc_valid"][i] == bool(np.asarray(record["optic_disc"]).any())
+        # The turned field of view is the field of view of the turned picture, up to the rim: the stored one was
+        # found before JPEG encoding, whose ringing adds about a pixel around the disc at this tiny size.
+        turned = fov.rows_to_mask(fov.field_of_view(rot["image"][i]), SIZE)
+        assert (fov.rows_to_mask(rot["fov_rows"][i], SIZE) ^ turned).sum() <= 0.05 * turned.sum()
+    assert ident["optic_disc_valid"].sum() == 3
+    v = ident["optic_disc_valid"]
+    np.testing.assert_array_equal(rot["optic_disc"][v], augment.tta_boxes(ident["optic_disc"][v], "rot90", SIZE))
+
+
+@pytest.mark.parametrize("variant", augment.TTA_VARIANTS)
+def test_tta_turns_the_field_of_view_with_the_image(variant):
+    """An asymmetric field of view (a triangle cut by a band) follows each test-time variant exactly."""
+    from zoomin_jax.data import input_pipeline as ip
+
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    image = np.zeros((1, SIZE, SIZE, 3), np.uint8)
+    image[0, (xx < yy) & (yy < 50)] = 90  # a triangle, cut off at row 50
+    disc = np.array([[5, 2, 20, 12]], np.int32)
+    batch = {"image": image, "label": np.zeros(1, np.int32), "lesion_boxes": np.zeros((1, 1, 4), np.int32),
+             "lesion_valid": np.zeros((1, 1), bool), "fov_rows": fov.field_of_view(image[0])[None].astype(np.int16),
+             "optic_disc": disc, "optic_disc_valid": np.ones(1, bool)}
+    (out,) = ip.with_tta(iter([batch]), (variant,), SIZE)
+    np.testing.assert_array_equal(out["fov_rows"][0], fov.field_of_view(out["image"][0]))
+    # The optic-disc box still frames the same pixels: paint it, transform the picture, find it again.
+    painted = np.zeros((SIZE, SIZE, 1), np.uint8)
+    painted[5:20, 2:12] = 1
+    ys, xs = np.nonzero(augment.tta_image(painted, variant)[..., 0])
+    np.testing.assert_array_equal(out["optic_disc"][0], [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
+
+
 def test_idrid_without_testing_set(tmp_path):
     fx.make_idrid(tmp_path / "m")
     builder = _prepare(idrid, tmp_path / "m", tmp_path / "tfds")
     assert set(builder.info.splits) == {"train", "segmentation_train"}
+    # Without a boxes CSV: no optic-disc boxes, the field of view is stored all the same.
+    train = _read(builder, "train")
+    assert not any(np.asarray(ex["optic_disc"]).any() for ex in train.values())
+    assert all(np.asarray(ex["fov_rows"]).shape == (SIZE, 2) for ex in train.values())
+    assert idrid.BOXES_SKIPS not in builder.info.metadata["skipped"]
 
 
 @pytest.mark.parametrize("sheet", ["xls", "csv"])
@@ -178,13 +326,16 @@ IDRID_DIR = Path(os.environ.get("ZOOMIN_IDRID_DIR", Path(__file__).resolve().par
 
 @pytest.mark.skipif(not (IDRID_DIR / idrid.GRADED).is_dir(), reason=f"real IDRiD not found at {IDRID_DIR}")
 def test_real_idrid(tmp_path):
-    builder = idrid.prepare(IDRID_DIR, tmp_path, 128, False, num_workers=2)
+    builder = idrid.prepare(IDRID_DIR, tmp_path, 128, False, num_workers=2, lesion_boxes_csv="lesion_boxes.csv")
     train = builder.as_data_source("train")
     assert len(train) == 413
     counts = collections.Counter(int(ex["label"]) for ex in train)
     assert [counts[g] for g in range(5)] == [134, 20, 136, 74, 49]
     # 16 of the 19 segmentation photos are graded training photos; the other 3 have no grade here (skipped).
-    assert builder.info.metadata["skipped"] == {"train": {}, "segmentation_train": {"no_grade": 3}}
+    # Every row of the shared boxes CSV is used.
+    assert builder.info.metadata["skipped"] == {"train": {}, "segmentation_train": {"no_grade": 3},
+                                                idrid.BOXES_SKIPS: {}}
+    _check_real_csv_boxes(builder)
     seg_root = IDRID_DIR / idrid.SEGMENTATION
     gt = seg_root / "2. All Segmentation Groundtruths" / "a. Training Set"
     photos = sorted((seg_root / "1. Original Images" / "a. Training Set").glob("*.jpg"))
@@ -225,6 +376,42 @@ def test_real_idrid(tmp_path):
         if path.stem in stored:
             np.testing.assert_array_equal(np.asarray(stored[path.stem]["lesions"]["box"]), np.concatenate(all_boxes))
     assert np.median(ex_contrast) > 5, ex_contrast
+
+
+def _check_real_csv_boxes(builder):
+    """The shared CSV's boxes on the stored photographs, checked against the pictures and the masks."""
+    train = {ex["id"].decode(): ex for ex in builder.as_data_source("train")}
+    names = builder.info.features["lesions"]["kind"].names
+    kinds = collections.Counter(names[k] for ex in train.values() for k in ex["lesions"]["kind"])
+    assert kinds == {"hard_exudate": 1568, "haemorrhage": 1103}  # the CSV's rows; the optic disc is no lesion
+    discs = [ex for ex in train.values() if np.asarray(ex["optic_disc"]).any()]
+    assert len(discs) == 411  # two photographs have no row in the CSV
+    brighter = []
+    for ex in discs:
+        # The optic disc is the brightest structure of a fundus: its box is brighter than the rest of the retina.
+        image = np.asarray(Image.open(io.BytesIO(ex["image"])).convert("RGB")).max(axis=-1).astype(float)
+        retina = fov.rows_to_mask(ex["fov_rows"], 128)
+        y0, x0, y1, x1 = ex["optic_disc"]
+        box = np.zeros_like(retina)
+        box[y0:y1, x0:x1] = True
+        brighter.append(image[box & retina].mean() - image[~box & retina].mean())
+        # Cut at top and bottom: about 21 of the 128 rows are black bands, outside the field of view.
+        assert 15 <= (~retina.any(axis=1)).sum() <= 28, ex["id"]
+    assert min(brighter) > 0 and np.median(brighter) > 40, (min(brighter), np.median(brighter))
+    # Where a photograph also has pixel masks, the CSV's boxes sit on masked lesions.
+    seg = {ex["id"].decode(): ex for ex in builder.as_data_source("segmentation_train")}
+    for kind, share in (("hard_exudate", 0.95), ("haemorrhage", 0.8)):
+        k = names.index(kind)
+        hits = []
+        for ex in seg.values():
+            masked = np.zeros((128, 128), bool)
+            for (y0, x0, y1, x1), kk in zip(ex["lesions"]["box"], ex["lesions"]["kind"], strict=True):
+                masked[y0:y1, x0:x1] |= kk == k
+            graded = train[ex["same_photo"].decode()]
+            hits += [masked[y0:y1, x0:x1].any()
+                     for (y0, x0, y1, x1), kk in zip(graded["lesions"]["box"], graded["lesions"]["kind"], strict=True)
+                     if kk == k]
+        assert len(hits) > 50 and np.mean(hits) >= share, (kind, len(hits), np.mean(hits))
 
 
 def _mask_path(gt, stem, kind):

@@ -81,7 +81,8 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
     for batch in input_pipeline.eval_iterator(config, split):
         out = eval_step(variables, sharding.to_global(batch["image"], mesh))
         out = multihost_utils.process_allgather(out, tiled=True)
-        host = {k: batch[k] for k in ("label", "lesion_boxes", "lesion_kinds", "lesion_valid", "mask", "index")}
+        host = {k: batch[k] for k in ("label", "lesion_boxes", "lesion_kinds", "lesion_valid", "mask", "index",
+                                      "fov_rows", "optic_disc", "optic_disc_valid")}
         host["id"] = np.asarray(batch["id"], dtype=object)
         if jax.process_count() > 1:  # every host needs every row's labels to compute the metrics
             host = {k: _allgather_host(v) for k, v in host.items()}
@@ -144,15 +145,20 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
         split's expected grades, which is optimistic for this split and recorded as such.
 
     Returns:
-      {display name: grading report (+ 'lesion_recall', 'split', 'step', 'thresholds_fitted_on')}.
+      {display name: grading report (+ 'lesion_recall' with its chance levels 'chance@k', 'optic_disc' where the
+      dataset has optic-disc boxes, 'split', 'step', 'thresholds_fitted_on')}.
     """
     split = split or config.data.eval_split
     preds = predict(model, variables, config, mesh, split, eval_step)
     heads = list(HEADS) if head == "all" else [head]
-    recall = None
+    recall, patch = None, int(config.model.regions.patch_size)
     if preds["lesion_valid"].any():
         recall = metrics.lesion_recall_at_k(preds["boxes"], preds["lesion_boxes"], preds["lesion_kinds"],
                                             preds["lesion_valid"], ks=range(1, 9))
+        recall.update(metrics.lesion_recall_chance(preds["lesion_boxes"], preds["lesion_kinds"], preds["lesion_valid"],
+                                                   preds["fov_rows"], patch, ks=range(1, 9)))
+    disc = metrics.optic_disc_first(preds["boxes"], preds["optic_disc"], preds["optic_disc_valid"], preds["fov_rows"],
+                                    patch)
     reports, used = {}, {}
     for h in heads:
         probs, labels = preds["probs"][h], preds["label"]
@@ -165,13 +171,14 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
         report.update({"split": split, "step": int(step), "thresholds_fitted_on": source, "num_examples": len(labels)})
         if recall is not None:
             report["lesion_recall"] = recall
+        if disc["num_images"]:
+            report["optic_disc"] = disc
         reports[HEADS[h]] = report
         line = f"[eval {tag}] {HEADS[h]} on {split} ({len(labels)} images): kappa {report['kappa']:.3f}"
         line += f", kappa(thr) {report['kappa_thresholded']:.3f}, accuracy {report['accuracy']:.3f}"
         print(line, flush=True)
-    if recall is not None:
-        print(f"[eval {tag}] lesion recall@4 {recall.get('recall@4', float('nan')):.3f} "
-              f"({recall['num_lesions']} lesions)", flush=True)
+    for line in metrics.format_localisation(recall, disc, k=4):
+        print(f"[eval {tag}] {line}", flush=True)
     if jax.process_index() == 0:
         write_predictions(str(paths.join(workdir, "predictions", f"{tag}_step{step}_{split}.csv")), preds, used)
     logging.info("Evaluated %s on %s at step %d", heads, split, step)

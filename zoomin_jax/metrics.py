@@ -7,7 +7,9 @@ Everything here runs after the jitted eval step has brought predictions back to 
 - Screening: AUC, accuracy and sensitivity at fixed specificity for normal vs abnormal (0 vs 1-4) and referable vs
   non-referable (0-1 vs 2-4), the Messidor-style binary tasks.
 - Localisation: lesion recall@k, the share of annotated lesions whose centre lies inside one of the top-k selected
-  boxes (the paper's "four boxes cover 80% of the lesions").
+  boxes (the paper's "four boxes cover 80% of the lesions"), next to its chance level (k random boxes of the same
+  size centred uniformly in each image's field of view, computed exactly); and how often the first box sits on the
+  optic disc, which is bright and normal, not a lesion.
 
 Conventions shared by all functions: a "positive" binary prediction means `score > threshold` (a score equal to the
 threshold is negative); undefined values (an AUC with one class present, a recall with no lesions) are reported as
@@ -566,3 +568,166 @@ def lesion_recall_at_k(
         if mask.any():
             result.update(group(mask, f"{name}/"))
     return result
+
+
+def _centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centre pixel (y, x) of integer boxes (..., 4), as `lesion_recall_at_k` defines it."""
+    boxes = np.asarray(boxes, np.int64)
+    return (boxes[..., 0] + boxes[..., 2]) // 2, (boxes[..., 1] + boxes[..., 3]) // 2
+
+
+def random_box_hit_probability(points_y: np.ndarray, points_x: np.ndarray, fov_rows: np.ndarray,
+                               patch_size: int) -> np.ndarray:
+    """Probability that one random box contains each point, exactly (no sampling).
+
+    The random box is the box a region selector would cut around a centre drawn uniformly from the field-of-view
+    pixels: centre pixel c (continuous centre c + 0.5), top-left corner round_half_up(c + 0.5 - P/2) clipped into
+    [0, S - P] per axis, side P (the rule of `regions.cell_boxes`, so the random boxes have the selected boxes'
+    size and stay inside the image the same way). Because the corner is non-decreasing in c, the centres whose box
+    holds a point form a rectangle of rows x columns; the probability is the FOV area inside that rectangle over
+    the FOV area.
+
+    Args:
+      points_y, points_x: int (M,) pixel coordinates in [0, S).
+      fov_rows: int (S, 2), the image's field of view as [x0, x1) per row (`zoomin_jax.data.fov`).
+      patch_size: P, the boxes' side, 1 <= P <= S.
+
+    Returns:
+      float64 (M,) in [0, 1]; zeros when the FOV is empty.
+    """
+    fov_rows = np.asarray(fov_rows, np.int64)
+    size = fov_rows.shape[0]
+    if not 1 <= patch_size <= size:
+        raise ValueError(f"patch_size {patch_size} must be between 1 and the image size {size}.")
+    total = np.maximum(fov_rows[:, 1] - fov_rows[:, 0], 0).sum()
+    py = np.asarray(points_y, np.int64).reshape(-1, 1)
+    px = np.asarray(points_x, np.int64).reshape(-1, 1)
+    if total == 0 or py.size == 0:
+        return np.zeros(py.shape[0])
+    corner = np.clip((2 * np.arange(size) + 2 - patch_size) // 2, 0, size - patch_size)[None]  # (1, S)
+    rows = (corner <= py) & (py < corner + patch_size)  # (M, S): centre rows whose box spans the point's row
+    cols = (corner <= px) & (px < corner + patch_size)  # an interval of centre columns
+    has = cols.any(axis=1)
+    xa = np.argmax(cols, axis=1)[:, None]
+    xb = size - np.argmax(cols[:, ::-1], axis=1)[:, None]
+    overlap = np.clip(np.minimum(xb, fov_rows[None, :, 1]) - np.maximum(xa, fov_rows[None, :, 0]), 0, None)
+    favourable = np.where(has, (rows * overlap).sum(axis=1), 0)
+    return favourable / total
+
+
+def lesion_recall_chance(
+    lesion_boxes: np.ndarray,
+    lesion_kinds: np.ndarray,
+    lesion_valid: np.ndarray,
+    fov_rows: np.ndarray,
+    patch_size: int,
+    ks: Iterable[int] = range(1, 9),
+    kind_names: Sequence[str] = LESION_KIND_NAMES,
+) -> dict:
+    """The recall@k that k random boxes would reach: the chance level of `lesion_recall_at_k`.
+
+    Per image, k boxes of side `patch_size` are drawn independently, each centred on a pixel drawn uniformly from
+    the image's field of view (`random_box_hit_probability`); a lesion is found when its centre (as in
+    `lesion_recall_at_k`) lies in one of them. The expected recall is the mean over lesions of 1 - (1 - p)^k, p the
+    probability that one random box holds the lesion's centre: computed exactly, not sampled. Independent boxes may
+    overlap, which the model's boxes (suppressed above an IoU) rarely do, so this chance is slightly below that of
+    k non-overlapping random boxes (by about the pairwise overlap, small while k P^2 is small against the FOV).
+
+    Args:
+      lesion_boxes, lesion_kinds, lesion_valid: as in `lesion_recall_at_k` ([B, L, 4], [B, L], [B, L]).
+      fov_rows: int [B, S, 2], each image's field of view ([x0, x1) per row).
+      patch_size: side of the selected boxes, in pixels.
+      ks, kind_names: as in `lesion_recall_at_k`.
+
+    Returns:
+      "chance@k" over all lesions and "<kind>/chance@k" per kind present (keys absent where a group has no lesion).
+    """
+    lesion_boxes = np.asarray(lesion_boxes)
+    lesion_kinds = np.asarray(lesion_kinds)
+    lesion_valid = np.asarray(lesion_valid, bool)
+    fov_rows = np.asarray(fov_rows)
+    if fov_rows.ndim != 3 or fov_rows.shape[0] != lesion_boxes.shape[0] or fov_rows.shape[-1] != 2:
+        raise ValueError(f"fov_rows must be [B, S, 2] with B = {lesion_boxes.shape[0]}, got {fov_rows.shape}.")
+    cy, cx = _centres(lesion_boxes)
+    p = np.zeros(lesion_valid.shape)
+    for b in np.flatnonzero(lesion_valid.any(axis=1)):
+        v = lesion_valid[b]
+        p[b, v] = random_box_hit_probability(cy[b, v], cx[b, v], fov_rows[b], patch_size)
+    ks = [int(k) for k in ks]
+    out = {}
+
+    def group(mask: np.ndarray, prefix: str) -> None:
+        if mask.any():
+            for k in ks:
+                out[f"{prefix}chance@{k}"] = float(np.mean(1.0 - (1.0 - p[mask]) ** k))
+
+    group(lesion_valid, "")
+    for index, name in enumerate(kind_names):
+        group(lesion_valid & (lesion_kinds == index), f"{name}/")
+    return out
+
+
+def optic_disc_first(
+    pred_boxes: np.ndarray,
+    optic_disc: np.ndarray,
+    optic_disc_valid: np.ndarray,
+    fov_rows: np.ndarray | None = None,
+    patch_size: int | None = None,
+) -> dict:
+    """How often the first (best) selected box sits on the optic disc: a bright normal structure, not a lesion.
+
+    Args:
+      pred_boxes: int [B, N, 4] selected boxes, best first.
+      optic_disc: int [B, 4] the optic disc's box (y0, x0, y1, x1) per image.
+      optic_disc_valid: bool [B], False where the image has no optic-disc box.
+      fov_rows, patch_size: when given, also the chance level: the probability that one random box
+        (`random_box_hit_probability`) holds the disc's centre, averaged over the images.
+
+    Returns:
+      {"num_images": images with a disc box, "first_box": share whose first box contains the disc's centre pixel
+      (`lesion_recall_at_k`'s centre and containment rule), "first_box_chance" (with fov_rows)}; only
+      "num_images": 0 without any disc box.
+    """
+    pred_boxes = np.asarray(pred_boxes)
+    valid = np.asarray(optic_disc_valid, bool)
+    out: dict = {"num_images": int(valid.sum())}
+    if not valid.any():
+        return out
+    cy, cx = _centres(np.asarray(optic_disc)[valid])
+    first = pred_boxes[valid, 0]
+    inside = (first[:, 0] <= cy) & (cy < first[:, 2]) & (first[:, 1] <= cx) & (cx < first[:, 3])
+    out["first_box"] = float(inside.mean())
+    if fov_rows is not None and patch_size is not None:
+        rows = np.asarray(fov_rows)[valid]
+        chance = [random_box_hit_probability(cy[i:i + 1], cx[i:i + 1], rows[i], patch_size)[0]
+                  for i in range(len(rows))]
+        out["first_box_chance"] = float(np.mean(chance))
+    return out
+
+
+def format_localisation(recall: Mapping | None, disc: Mapping | None, k: int = 4,
+                        kind_names: Sequence[str] = LESION_KIND_NAMES) -> list[str]:
+    """Summary lines of `lesion_recall_at_k` (+ `lesion_recall_chance` keys) and `optic_disc_first`.
+
+    E.g. "lesion recall@4 0.291 (chance 0.270; 412 lesions); haemorrhage 0.300 (chance 0.281; 150), ..." and
+    "optic disc centre in the first box: 0.301 of 83 photographs (chance 0.052)".
+    """
+
+    def one(prefix: str) -> str:
+        value = recall.get(f"{prefix}recall@{k}")
+        chance = recall.get(f"{prefix}chance@{k}")
+        text = "-" if value is None else f"{value:.3f}"
+        text += f" (chance {chance:.3f}; " if chance is not None else " ("
+        return text + f"{recall.get(f'{prefix}num_lesions', 0)} lesions)"
+
+    lines = []
+    if recall:
+        parts = [f"lesion recall@{k} {one('')}"]
+        parts += [f"{name} {one(name + '/')}" for name in kind_names if f"{name}/num_lesions" in recall]
+        lines.append("; ".join(parts))
+    if disc and disc.get("num_images"):
+        line = f"optic disc centre in the first box: {disc['first_box']:.3f} of {disc['num_images']} photographs"
+        if "first_box_chance" in disc:
+            line += f" (chance {disc['first_box_chance']:.3f})"
+        lines.append(line)
+    return lines

@@ -63,7 +63,15 @@ def open_builder(config: ml_collections.ConfigDict) -> Any:
             builder_cls = module.Messidor
         # A dataset already prepared in data_dir is used as it is, so hosts that received the prepared files do
         # not need the original download.
-        builder = skips.open_builder(builder_cls, data_dir, size, config.data.graham)
+        boxes = config.data.get("lesion_boxes_csv", "")
+        if boxes and name != "idrid":
+            raise ValueError(f"config.data.lesion_boxes_csv={boxes!r} is read by the idrid builder only, not {name}")
+        extra = {"lesion_boxes_csv": boxes} if name == "idrid" else {}
+        if name == "idrid":  # the boxes CSV's hash names the prepared dataset
+            builder = module.open_builder(data_dir, size, config.data.graham, lesion_boxes_csv=boxes,
+                                          manual_dir=config.data.manual_dir)
+        else:
+            builder = skips.open_builder(builder_cls, data_dir, size, config.data.graham)
         if not builder.is_prepared():
             if not config.data.manual_dir:
                 raise FileNotFoundError(
@@ -73,7 +81,7 @@ def open_builder(config: ml_collections.ConfigDict) -> Any:
                 )
             manual = os.path.expanduser(config.data.manual_dir)
             logging.info("%s: preparing from %s into %s", name, manual, data_dir)
-            builder = module.prepare(manual, data_dir, size, config.data.graham)
+            builder = module.prepare(manual, data_dir, size, config.data.graham, **extra)
     else:
         raise ValueError(f"unknown dataset config.data.name={name!r}: use one of {', '.join(DATASETS)}")
     logging.info("dataset %s: using %s", name, builder.data_dir)

@@ -42,3 +42,18 @@ def example_features(extra: dict | None = None) -> tfds.features.FeaturesDict:
     }
     spec.update(extra or {})
     return tfds.features.FeaturesDict(spec)
+
+
+def localisation_features() -> dict:
+    """Extra features for datasets that know more than lesion boxes (IDRiD with a boxes CSV).
+
+    `optic_disc`: int32[4] the optic disc's box (y0, x0, y1, x1) in stored pixels, all zeros where unknown. The disc
+    is a bright normal structure that attention maps like to pick; it is not a lesion, so it is kept out of
+    `lesions` (recall counts lesions only) and measured on its own (`metrics.optic_disc_first`).
+    `fov_rows`: int32[S, 2] the field of view (`zoomin_jax.data.fov`): per row of the stored image, the columns
+    [x0, x1) that show the retina, taken before Graham normalisation (which would hide it).
+    """
+    return {
+        "optic_disc": tfds.features.Tensor(shape=(4,), dtype=np.int32),
+        "fov_rows": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
+    }

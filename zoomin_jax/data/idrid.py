@@ -17,15 +17,38 @@ direction, a graded photo that is also a segmentation photo carries that photo's
 (empty otherwise). `same_photo` names the other set's id of the same photograph ("" if none), so nobody trains on
 one copy and evaluates on the other by accident.
 
+Lesion-boxes CSV (optional, `lesion_boxes_csv`; IDRiD has no boxes for most graded photos): rows
+`image,class_name,x0,y0,x1,y1` in pixels of the photograph as found in the download folder, classes
+`haemorrhage` -> lesion kind "haemorrhage", `hard_exudates` -> "hard_exudate", and `optic_disc`, which is not a lesion
+and goes to the `optic_disc` feature instead (all zeros where a photo has none). An optional `split` column (train |
+test) says which graded set a row names (default train: IDRiD's testing photos reuse the training names). Boxes go
+through the photo's own disc crop and resize. Merge rule: a graded photo the CSV lists (any row, the optic disc
+included) takes its lesions from the CSV alone; one it does not list keeps its mask boxes (if it is a segmentation
+photo). One annotation standard per photo: the coarse CSV boxes and the masks' connected components count lesions
+differently (one CSV box may cover a cluster of hundreds of exudate components), so mixing them would let the few
+mask photos dominate a recall. The CSV's content hash is part of the builder config's name, so a dataset prepared
+without it, or with another version of it, is never reused by mistake.
+
+Every example also stores `fov_rows`, its field of view (`zoomin_jax.data.fov`), computed before Graham
+normalisation, for the chance level of lesion recall.
+
 Skipped and counted: `preprocess.BadPhoto` reasons, "missing_image", "no_label", "bad_label" (grade not 0-4 or
-edema not 0-2), "duplicate_row", "conflicting_rows", "no_grade".
+edema not 0-2), "duplicate_row", "conflicting_rows", "no_grade"; CSV rows under the pseudo-split
+"lesion_boxes_csv": "unknown_image" (no graded photo of that name in its split), "unknown_class", "unknown_split",
+"malformed_row" (a number that is not a finite number, a missing cell), "empty_box" (x1 <= x0 or y1 <= y0),
+"extra_optic_disc" (a second optic-disc row for a photo; the first is kept), "outside_crop" (the box lies wholly
+outside the stored square).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
+import hashlib
+import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +56,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from zoomin_jax.data import preprocess, skips
+from zoomin_jax.data import features, fov, preprocess, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download IDRiD (Indian Diabetic Retinopathy Image Dataset, Porwal et al. 2018, IEEE Dataport) and extract
@@ -55,6 +78,11 @@ MASKS = {
     "EX": (("hard exudate",), "hard_exudate"),
     "SE": (("soft exudate",), "cotton_wool_spot"),
 }
+# Lesion-boxes CSV class -> lesion kind (zoomin_jax.lesions); the optic disc is stored apart, not as a lesion.
+CSV_CLASSES = {"haemorrhage": "haemorrhage", "hard_exudates": "hard_exudate"}
+CSV_OPTIC_DISC = "optic_disc"
+CSV_COLUMNS = ("image", "class_name", "x0", "y0", "x1", "y1")
+BOXES_SKIPS = "lesion_boxes_csv"  # the key of the CSV's skip counts in metadata["skipped"]
 _SAME_PHOTO_MAD = 2.0
 _THUMB = (64, 48)
 _HOW = "How to get it:\n" + MANUAL_DOWNLOAD_INSTRUCTIONS
@@ -164,17 +192,156 @@ def lesion_sets(masks: list[tuple[Path, str]]) -> list[skips.LesionSet]:
     return out
 
 
-def _example(task, config: skips.RealConfig) -> dict:
-    name, path, (grade, edema), same, masks = task
-    fields = {"id": name, "label": grade, "macular_edema": edema, "same_photo": same}
-    return skips.photo_example(path, config, fields, lesion_sets(masks))
+@dataclasses.dataclass
+class CsvBoxes:
+    """One photo's rows of the lesion-boxes CSV: boxes (y0, x0, y1, x1) in the photo's pixels, float."""
+
+    lesions: list[tuple[float, float, float, float]] = dataclasses.field(default_factory=list)
+    kinds: list[str] = dataclasses.field(default_factory=list)
+    optic_disc: tuple[float, float, float, float] | None = None
+
+
+def read_lesion_boxes(
+    path: Path, known: dict[str, set[str]], counter: skips.SkipCounter
+) -> dict[tuple[str, str], CsvBoxes]:
+    """(split, image name) -> its CSV boxes; bad rows are skipped and counted in `counter`.
+
+    Args:
+      path: the CSV (`image,class_name,x0,y0,x1,y1`, optional `split`; header names matched stripped, lower-cased).
+      known: split -> names of its graded photographs; rows naming others are "unknown_image".
+      counter: where skipped rows are counted (reasons in the module docstring).
+
+    Raises:
+      ValueError: the header lacks a required column (the whole file is wrong, not one row).
+    """
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"idrid: lesion boxes CSV {path} lacks the column(s) {missing}; expected a header "
+                         f"{','.join(CSV_COLUMNS)} (optionally ,split), got {rows[0] if rows else 'an empty file'}")
+    col = {c: header.index(c) for c in (*CSV_COLUMNS, "split") if c in header}
+    out: dict[tuple[str, str], CsvBoxes] = {}
+    for row in rows[1:]:
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = {c: row[i].strip() if i < len(row) else None for c, i in col.items()}
+        name, cls, split = cells["image"] or "", (cells["class_name"] or "").lower(), cells.get("split") or "train"
+        try:
+            x0, y0, x1, y1 = (float(cells[c]) for c in ("x0", "y0", "x1", "y1"))
+        except (TypeError, ValueError):
+            counter.add("malformed_row", name)
+            continue
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            counter.add("malformed_row", name)
+        elif split not in known:
+            counter.add("unknown_split", name)
+        elif name not in known[split]:
+            counter.add("unknown_image", name)
+        elif cls != CSV_OPTIC_DISC and cls not in CSV_CLASSES:
+            counter.add("unknown_class", name)
+        elif x1 <= x0 or y1 <= y0:
+            counter.add("empty_box", name)
+        else:
+            entry = out.setdefault((split, name), CsvBoxes())
+            if cls == CSV_OPTIC_DISC:
+                if entry.optic_disc is not None:
+                    counter.add("extra_optic_disc", name)
+                else:
+                    entry.optic_disc = (y0, x0, y1, x1)
+            else:
+                entry.lesions.append((y0, x0, y1, x1))
+                entry.kinds.append(CSV_CLASSES[cls])
+    return out
+
+
+_count_lock = threading.Lock()  # examples are made on threads; SkipCounter is not thread-safe
+
+
+def _example(task, config: skips.RealConfig, boxes_counter: skips.SkipCounter | None = None) -> dict:
+    """One stored example: the photo cut to its disc, lesion boxes (CSV, else masks), optic disc, field of view."""
+    name, path, (grade, edema), same, masks, csv_boxes = task
+    size = config.image_size
+    stored, t = preprocess.disc_square(path, size, min_side=config.min_side)
+    fov_rows = fov.field_of_view(stored, graham=config.graham)  # before Graham, which greys the black bands
+    if config.graham:
+        stored = preprocess.graham(stored)
+    boxes, kinds = [], []
+    for raw, kind, frame_hw in lesion_sets(masks) if csv_boxes is None else ():
+        boxes.append(t.map_boxes(raw, size, boxes_frame_hw=frame_hw)[0])
+        kinds += [kind] * len(boxes[-1])
+    optic_disc = np.zeros(4, np.int32)  # all zeros: no optic-disc box
+    if csv_boxes is not None:  # pixels of the photograph in the download folder
+        full_hw = preprocess.photo_size(path)
+        raw = np.asarray(csv_boxes.lesions + [csv_boxes.optic_disc or (0, 0, 0, 0)], np.float64)
+        mapped, keep = t.map_boxes(raw, size, boxes_frame_hw=full_hw)
+        keep[-1] &= csv_boxes.optic_disc is not None
+        where = np.cumsum(keep) - 1  # row of each kept input in `mapped`
+        if keep[-1]:
+            optic_disc = mapped[where[-1]]
+        boxes.append(mapped[where[:-1][keep[:-1]]])
+        kinds += [k for k, kept in zip(csv_boxes.kinds, keep[:-1], strict=True) if kept]
+        lost = int((~keep[:-1]).sum()) + int(csv_boxes.optic_disc is not None and not keep[-1])
+        with _count_lock:
+            for _ in range(lost):
+                boxes_counter.add("outside_crop", name)
+    return {
+        "id": name, "label": grade, "macular_edema": edema, "same_photo": same,
+        "image": preprocess.encode_jpeg(stored),
+        "lesions": {"box": np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int32), "kind": kinds},
+        "optic_disc": optic_disc.astype(np.int32),
+        "fov_rows": fov_rows,
+    }
+
+
+@dataclasses.dataclass(eq=False)
+class IdridConfig(skips.RealConfig):
+    """A real-dataset config plus IDRiD's optional lesion-boxes CSV.
+
+    Attributes:
+      lesion_boxes_csv: absolute path of the CSV ("" = none).
+      lesion_boxes_sha: its content's SHA-256 (part of the config's name).
+    """
+
+    lesion_boxes_csv: str = ""
+    lesion_boxes_sha: str = ""
+
+
+def boxes_csv_path(manual_dir: str | os.PathLike, lesion_boxes_csv: str | os.PathLike) -> Path | None:
+    """The CSV's path: as given when absolute, else relative to `manual_dir`; None for ""."""
+    if not lesion_boxes_csv:
+        return None
+    path = Path(os.path.expanduser(os.fspath(lesion_boxes_csv)))
+    return path if path.is_absolute() else Path(os.path.expanduser(os.fspath(manual_dir))) / path
+
+
+def make_config(image_size: int, graham: bool = False, min_side: int = 256,
+                lesion_boxes_csv: Path | None = None) -> skips.RealConfig:
+    """The standard config without a CSV; with one, a config named after the CSV's content (`_boxes<sha>`)."""
+    if lesion_boxes_csv is None:
+        return skips.make_config(image_size, graham, min_side)
+    path = skips.require(Path(lesion_boxes_csv), "the lesion boxes CSV (config.data.lesion_boxes_csv)", "idrid",
+                         "Set data.lesion_boxes_csv to an existing file, relative to data.manual_dir or absolute, or "
+                         "to \"\" for none.")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    base = skips.make_config(image_size, graham, min_side)
+    return IdridConfig(
+        name=f"{base.name}_boxes{sha[:12]}",
+        description=f"{base.description}, lesion boxes from {path.name} (sha256 {sha[:12]})",
+        image_size=image_size, graham=graham, min_side=min_side,
+        lesion_boxes_csv=os.fspath(path.resolve()), lesion_boxes_sha=sha,
+    )
 
 
 class Idrid(skips.RealBuilder):
     """IDRiD graded photographs (grades 0-4, macular edema 0-2) and segmentation photographs with lesion boxes."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "optic_disc and fov_rows features; optional lesion-boxes CSV (IdridConfig).",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     _MANUAL_WHAT = 'the IDRiD folders "B. Disease Grading" (and "A. Segmentation")'
     _DESCRIPTION = "IDRiD fundus photographs: DR grade 0-4, macular-edema risk 0-2, lesion boxes from pixel masks."
@@ -188,13 +355,13 @@ class Idrid(skips.RealBuilder):
         return {
             "macular_edema": tfds.features.ClassLabel(num_classes=3),
             "same_photo": tfds.features.Text(),
+            **features.localisation_features(),
         }
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = find_root(Path(dl_manager.manual_dir))
         images = skips.require(root / GRADED / "1. Original Images", "the graded photographs", "idrid", _HOW)
         gt = skips.require(root / GRADED / "2. Groundtruths", "the grading CSVs", "idrid", _HOW)
-        fn = functools.partial(_example, config=self.builder_config)
         counters, graded = {}, {}
         for split, words in (("train", ("training",)), ("test", ("testing", "test set"))):
             folder = _child(images, *words)
@@ -229,6 +396,14 @@ class Idrid(skips.RealBuilder):
         masks_of_graded = {g: _mask_files(seg[s][1], n) for (s, n), g in same.items()}
         logging.info("idrid: %d of %d segmentation photographs matched to graded ones.", len(same), len(queries))
 
+        csv_path = getattr(self.builder_config, "lesion_boxes_csv", "")
+        boxes_counter = skips.SkipCounter(BOXES_SKIPS)
+        csv_boxes = {}
+        if csv_path:
+            csv_boxes = read_lesion_boxes(Path(csv_path), {s: set(p) for s, (p, _) in graded.items()}, boxes_counter)
+            logging.info("idrid: lesion boxes for %d photographs from %s", len(csv_boxes), csv_path)
+        fn = functools.partial(_example, config=self.builder_config, boxes_counter=boxes_counter)
+
         tasks = {}
         for split, (photos, grades) in graded.items():
             c, tasks[split] = counters[split], []
@@ -240,7 +415,7 @@ class Idrid(skips.RealBuilder):
                 else:
                     seg_key = next((q for q, g in same.items() if g == (split, name)), None)
                     tasks[split].append((name, photos[name], grade, seg_key[1] if seg_key else "",
-                                         masks_of_graded.get((split, name), [])))
+                                         masks_of_graded.get((split, name), []), csv_boxes.get((split, name))))
             for name in sorted(set(photos) - set(grades)):
                 c.add("no_label", name)
         for split, (photos, gt_dir) in seg.items():
@@ -251,8 +426,17 @@ class Idrid(skips.RealBuilder):
                 if grade is None:
                     counters[split].add("no_grade", name)
                     continue
-                tasks[split].append((name, path, grade, g[1], _mask_files(gt_dir, name)))
-        return {s: self._generate(s, t, fn, counters[s]) for s, t in tasks.items()}
+                tasks[split].append((name, path, grade, g[1], _mask_files(gt_dir, name), None))
+        gens = {s: self._generate(s, t, fn, counters[s]) for s, t in tasks.items()}
+        if csv_path:
+            gens = {s: self._record_boxes_skips(g, boxes_counter) for s, g in gens.items()}
+        return gens
+
+    def _record_boxes_skips(self, examples, counter: skips.SkipCounter):
+        """Passes a split's examples through, then records the CSV's skip counts (final after the last split)."""
+        yield from examples
+        self.info.metadata.setdefault("skipped", {})[BOXES_SKIPS] = counter.as_dict()
+        logging.info("idrid: lesion boxes CSV rows skipped so far: %s", counter.as_dict() or "none")
 
 
 def prepare(
@@ -263,10 +447,42 @@ def prepare(
     *,
     min_side: int = 256,
     num_workers: int | None = None,
+    lesion_boxes_csv: str | os.PathLike = "",
 ) -> Idrid:
-    """Prepares IDRiD from `manual_dir` into `data_dir` (once) and returns the builder."""
-    return skips.prepare_builder(Idrid, manual_dir, data_dir, image_size, graham, min_side, num_workers)
+    """Prepares IDRiD from `manual_dir` into `data_dir` (once) and returns the builder.
+
+    `lesion_boxes_csv`: optional boxes CSV (module docstring), relative to `manual_dir` unless absolute.
+    """
+    config = make_config(image_size, graham, min_side, boxes_csv_path(manual_dir, lesion_boxes_csv))
+    builder = skips.prepare_builder(Idrid, manual_dir, data_dir, image_size, graham, min_side, num_workers,
+                                    config=config)
+    return builder
+
+
+def open_builder(
+    data_dir: str | os.PathLike, image_size: int, graham: bool, min_side: int = 256, *,
+    lesion_boxes_csv: str | os.PathLike = "", manual_dir: str | os.PathLike = "",
+) -> Idrid:
+    """The IDRiD builder for these settings, preparing nothing (the CSV, if any, must be readable: its hash names
+    the config)."""
+    config = make_config(image_size, graham, min_side, boxes_csv_path(manual_dir, lesion_boxes_csv))
+    return skips.open_builder(Idrid, data_dir, image_size, graham, min_side, config=config)
+
+
+def _main() -> None:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--lesion_boxes_csv", default="", help="lesion boxes CSV, relative to --manual_dir")
+    known, rest = parser.parse_known_args(sys.argv[1:])
+
+    def prepare_with_boxes(*args, **kwargs) -> Idrid:
+        return prepare(*args, lesion_boxes_csv=known.lesion_boxes_csv, **kwargs)
+
+    prepare_with_boxes.__doc__ = prepare.__doc__ + "\nAlso: --lesion_boxes_csv=<CSV>."
+    skips.prepare_main(prepare_with_boxes, rest)
 
 
 if __name__ == "__main__":
-    skips.prepare_main(prepare)
+    _main()

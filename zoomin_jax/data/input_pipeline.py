@@ -30,6 +30,11 @@ eval batches also:
   mask         bool  (b,)           False on padding rows
   variant      int32 (b,)           the test-time variant's position in the `tta` list (0 without TTA)
   id           object (b,) of str   the example's id ("" on padding); host only: pop it before `to_global`.
+  fov_rows     int16 (b, S, 2)      field of view: per image row the columns [x0, x1) showing the retina (`fov.py`;
+                                    stored by IDRiD, else found from the image's non-black pixels), for the chance
+                                    level of lesion recall
+  optic_disc   int32 (b, 4)         the optic disc's box where the dataset has one (IDRiD with a boxes CSV), else 0
+  optic_disc_valid bool (b,)
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import numpy as np
 from absl import flags, logging
 
 from zoomin_jax.data import augment as augment_lib
+from zoomin_jax.data import fov as fov_lib
 
 # ------------------------------------------------------------------------------------------------- decoding
 
@@ -182,8 +188,9 @@ class _TrainExample(grain.transforms.RandomMap):
 class _EvalExample(grain.transforms.Map):
     """Position in the padded split -> decoded, padded example with mask and id (a blank row past the end)."""
 
-    def __init__(self, source: Any, num_examples: int, image_size: int, max_lesions: int):
+    def __init__(self, source: Any, num_examples: int, image_size: int, max_lesions: int, graham: bool = False):
         self.source, self.n, self.image_size, self.max_lesions = source, num_examples, image_size, max_lesions
+        self.graham = graham  # for the field of view of datasets that do not store it
 
     def map(self, position: int) -> dict:
         position = int(position)
@@ -198,6 +205,9 @@ class _EvalExample(grain.transforms.Map):
                 "index": np.int32(-1),
                 "mask": np.bool_(False),
                 "id": "",
+                "fov_rows": np.zeros((s, 2), np.int16),
+                "optic_disc": np.zeros((4,), np.int32),
+                "optic_disc_valid": np.bool_(False),
             }
         record = self.source[position]
         image = decode_jpeg(record["image"])
@@ -207,7 +217,18 @@ class _EvalExample(grain.transforms.Map):
         rid = record["id"]
         out["mask"] = np.bool_(True)
         out["id"] = rid.decode("utf-8") if isinstance(rid, bytes) else str(rid)
+        out.update(_localisation_fields(record, image, self.graham))
         return out
+
+
+def _localisation_fields(record: dict, image: np.ndarray, graham: bool) -> dict:
+    """`fov_rows` (stored, else from the image) and the optic disc (stored, else none) of an eval example."""
+    rows = record.get("fov_rows")
+    rows = fov_lib.field_of_view(image, graham=graham) if rows is None else np.asarray(rows).reshape(-1, 2)
+    if len(rows) != image.shape[0]:
+        raise ValueError(f"stored fov_rows has {len(rows)} rows for a {image.shape[0]}-pixel image")
+    disc = np.asarray(record.get("optic_disc", np.zeros(4)), np.int32).reshape(4)
+    return {"fov_rows": rows.astype(np.int16), "optic_disc": disc, "optic_disc_valid": np.bool_(disc[2] > disc[0])}
 
 
 def collate(examples: Sequence[dict]) -> dict:
@@ -473,7 +494,8 @@ def eval_dataset(
     steps = num_eval_steps(n, g)
     start = process_index * steps * b
     positions = grain.MapDataset.range(start, start + steps * b)
-    examples = positions.map(_EvalExample(source, n, config.model.image_size, config.data.max_lesions))
+    examples = positions.map(_EvalExample(source, n, config.model.image_size, config.data.max_lesions,
+                                          bool(config.data.graham)))
     batches = examples.batch(b, drop_remainder=True, batch_fn=collate)
     return _with_workers(batches.to_iter_dataset(_read_options(config)), config)
 
@@ -500,6 +522,12 @@ def with_tta(batches: Iterator[dict], variants: Sequence[str], image_size: int) 
                 out["lesion_boxes"] = augment_lib.tta_boxes(batch["lesion_boxes"], name, image_size) * batch[
                     "lesion_valid"
                 ][..., None].astype(np.int32)
+                if "fov_rows" in batch:
+                    mask = fov_lib.rows_to_mask(batch["fov_rows"], image_size)[..., None]
+                    out["fov_rows"] = fov_lib.mask_to_rows(augment_lib.tta_image(mask, name)[..., 0]).astype(np.int16)
+                    out["optic_disc"] = augment_lib.tta_boxes(batch["optic_disc"], name, image_size) * batch[
+                        "optic_disc_valid"
+                    ][..., None].astype(np.int32)
             out["variant"] = np.full((rows,), v, np.int32)
             yield out
 

@@ -12,7 +12,7 @@ The steps, each a plain function so tests and notebooks can call them alone:
 3. `resize` to the stored size, then optionally `graham` (Ben Graham's local-contrast normalisation).
 4. `encode_jpeg` for the `image` feature.
 
-`process_photo` chains 1-3.
+`process_photo` chains 1-3 (`disc_square` is 1-2 and the resize, without Graham).
 """
 
 from __future__ import annotations
@@ -277,10 +277,16 @@ def graham(image: np.ndarray, scale: float | None = None, outside: int = 128) ->
     # PIL's GaussianBlur radius is the standard deviation; it runs in C without the GIL (builders use threads).
     blur = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(scale / 30)), np.float32)
     out = 4.0 * image.astype(np.float32) - 4.0 * blur + 128.0
-    yy, xx = np.ogrid[:h, :w]
-    inside = (yy + 0.5 - h / 2) ** 2 + (xx + 0.5 - w / 2) ** 2 <= (0.9 * scale) ** 2
-    out = np.where(inside[..., None], out, float(outside))
+    out = np.where(graham_inside(h, w, scale)[..., None], out, float(outside))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def graham_inside(h: int, w: int, scale: float | None = None) -> np.ndarray:
+    """bool (h, w): the pixels `graham` keeps (centre within 90 % of `scale`, default min(h, w) / 2, of the centre);
+    the rest it overwrites, so they show no retina in a Graham-normalised image."""
+    scale = scale or min(h, w) / 2
+    yy, xx = np.ogrid[:h, :w]
+    return (yy + 0.5 - h / 2) ** 2 + (xx + 0.5 - w / 2) ** 2 <= (0.9 * scale) ** 2
 
 
 def process_photo(
@@ -292,13 +298,19 @@ def process_photo(
       (stored uint8 (image_size, image_size, 3), CropTransform in the decoded photo's frame: pass the mask's or the
       full photo's (height, width) as `boxes_frame_hw` to `CropTransform.map_boxes`).
     """
-    # The disc spans about the photo's shorter side; 25 % headroom keeps the final resize a reduction.
-    photo = decode_photo(source, min_side=min_side, draft_size=int(image_size * 1.25))
-    square, transform = crop_to_disc(photo)
-    stored = resize(square, image_size)
+    stored, transform = disc_square(source, image_size, min_side=min_side)
     if use_graham:
         stored = graham(stored)
     return stored, transform
+
+
+def disc_square(source: PhotoSource, image_size: int, *, min_side: int = 256) -> tuple[np.ndarray, CropTransform]:
+    """decode -> crop to the disc -> resize: `process_photo` before Graham, for callers that need the photo's own
+    brightness (e.g. its field of view, `zoomin_jax.data.fov`) and then normalise it themselves."""
+    # The disc spans about the photo's shorter side; 25 % headroom keeps the final resize a reduction.
+    photo = decode_photo(source, min_side=min_side, draft_size=int(image_size * 1.25))
+    square, transform = crop_to_disc(photo)
+    return resize(square, image_size), transform
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:

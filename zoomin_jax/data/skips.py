@@ -262,8 +262,12 @@ def prepare_builder(
     graham: bool,
     min_side: int = 256,
     num_workers: int | None = None,
+    config: RealConfig | None = None,
 ) -> RealBuilder:
-    """Prepares (once) and returns a real-dataset builder; read it with `builder.as_data_source(split)`."""
+    """Prepares (once) and returns a real-dataset builder; read it with `builder.as_data_source(split)`.
+
+    `config`: a builder config of the builder's own (e.g. IDRiD's with a lesion-boxes CSV) instead of the
+    standard one for (image_size, graham, min_side)."""
     manual = Path(manual_dir)
     if not manual.is_dir() or not any(manual.iterdir()):
         # TFDS would raise a bare AssertionError here; say what belongs where instead.
@@ -271,7 +275,7 @@ def prepare_builder(
             f"{builder_cls.name}: expected {builder_cls._MANUAL_WHAT} at {manual}, but the folder is missing or "
             f"empty.\nHow to get it:\n{builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS}"
         )
-    builder = open_builder(builder_cls, data_dir, image_size, graham, min_side)
+    builder = open_builder(builder_cls, data_dir, image_size, graham, min_side, config=config)
     builder.num_workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
     builder.download_and_prepare(
         file_format="array_record",
@@ -281,11 +285,13 @@ def prepare_builder(
 
 
 def open_builder(
-    builder_cls: type[RealBuilder], data_dir: str | os.PathLike, image_size: int, graham: bool, min_side: int = 256
+    builder_cls: type[RealBuilder], data_dir: str | os.PathLike, image_size: int, graham: bool, min_side: int = 256,
+    config: RealConfig | None = None,
 ) -> RealBuilder:
-    """The builder for these settings (a standard config when one matches), without preparing anything."""
-    name = config_name(image_size, graham, min_side)
-    config = next((c for c in builder_cls.BUILDER_CONFIGS if c.name == name), None)
+    """The builder for these settings (a standard config when one matches, or `config`), preparing nothing."""
+    if config is None:
+        name = config_name(image_size, graham, min_side)
+        config = next((c for c in builder_cls.BUILDER_CONFIGS if c.name == name), None)
     return builder_cls(
         config=config or make_config(image_size, graham, min_side),
         data_dir=os.fspath(data_dir),
