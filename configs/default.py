@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.regions.map = "attention"
     m.regions.levels = (1, 2, 3, 4)  # lesion grades whose maps select regions (level 0 is ignored)
     m.regions.reduce = "max"  # max over levels | per_level (N boxes from each level's map)
-    m.pooling = "max"  # C-Net patch features over patches: max | mean | attention (ours)
+    m.pooling = "max"  # C-Net patch features over patches: max | mean (ours)
 
     # ---- training: stages in order (ours: the paper names the sub-networks, not the schedule) ----
     # Each stage trains the listed sub-networks ("mnet" = M-Net + its head, "anet", "cnet" = C-Net + fusion

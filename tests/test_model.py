@@ -1,5 +1,7 @@
 """The zoom-in model: one sharded program, consistent outputs, gradients, parameter counts, config checks."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import tiny
 from configs import default, full
 from zoomin_jax import regions, sharding
 from zoomin_jax.forward import abstract_variables, build, init_variables, make_forward
-from zoomin_jax.models.zoom_in import param_counts
+from zoomin_jax.models.zoom_in import ZoomInNet, cell_centres, param_counts
 from zoomin_jax.validate import ConfigError, validate_config
 
 
@@ -18,6 +20,12 @@ def tiny_config():
     c.model.image_size = 200  # the 80 px low-res view is then a real 2.5x reduction
     c.model.regions.patch_size, c.model.regions.num_regions = 80, 3
     return c
+
+
+def centres(c):
+    """The cell centres the model uses (tests/test_geometry.py checks them against the network's own fields)."""
+    m = c.model
+    return cell_centres(m.anet.endpoint, m.low_res_size, m.image_size, tuple(m.mnet.repeats))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +56,8 @@ def test_sharded_forward_equals_single_device_and_is_consistent(setup):
     np.testing.assert_allclose(out["attention"].sum(axis=(1, 2)), 1.0, rtol=1e-5)
     # The boxes are the top-N of the configured map reduced (max) over lesion levels 1..4, inside the eye disc.
     r = c.model.regions
-    want, want_scores = regions.select_boxes(out[r.map][..., 1:].max(-1), 200, 80, 3, 0.25, r.disc_radius)
+    want, want_scores = regions.select_boxes(out[r.map][..., 1:].max(-1), centres(c), 200, 80, 3, 0.25,
+                                             r.disc_radius)
     np.testing.assert_array_equal(out["boxes"], want)
     np.testing.assert_allclose(out["box_scores"], want_scores, rtol=1e-6)
 
@@ -79,7 +88,7 @@ def test_fused_head_gets_no_gradient_through_region_selection(setup):
 
 @pytest.mark.parametrize(
     "reduce,pooling,region_map,n_out",
-    [("per_level", "attention", "gated", 12), ("max", "mean", "attention", 3), ("max", "max", "gated", 3)],
+    [("per_level", "mean", "gated", 12), ("max", "mean", "attention", 3), ("max", "max", "gated", 3)],
 )
 def test_region_options(reduce, pooling, region_map, n_out):
     c = tiny_config()
@@ -90,10 +99,11 @@ def test_region_options(reduce, pooling, region_map, n_out):
     out = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(1), x, train=False), x, train=False))(images)
     assert out["boxes"].shape == (2, n_out, 4)
     if reduce == "per_level":  # level by level: the third level's boxes come from G[..., 3] alone
-        want, _ = regions.select_boxes(out["gated"][..., 3], 200, 80, 3, 0.25, r.disc_radius)
+        want, _ = regions.select_boxes(out["gated"][..., 3], centres(c), 200, 80, 3, 0.25, r.disc_radius)
         np.testing.assert_array_equal(out["boxes"][:, 6:9], want)
     else:  # the configured map, max over levels 1..4
-        want, want_scores = regions.select_boxes(out[region_map][..., 1:].max(-1), 200, 80, 3, 0.25, r.disc_radius)
+        want, want_scores = regions.select_boxes(out[region_map][..., 1:].max(-1), centres(c), 200, 80, 3, 0.25,
+                                                 r.disc_radius)
         np.testing.assert_array_equal(out["boxes"], want)
         np.testing.assert_allclose(out["box_scores"], want_scores, rtol=1e-6)
     # Every box centre lies inside the eye disc (the image's inscribed circle).
@@ -120,8 +130,10 @@ def test_full_config_builds_paper_scale_parameters_abstractly():
         (lambda c: setattr(c, "batch_size", 12), 8, r"batch_size=12 is not divisible by the 8 devices"),
         (lambda c: setattr(c.model.anet, "endpoint", "block17_20_ac"), 8,
          r"'block17_20_ac' does not exist .*\(1, 2, 1\)"),
-        (lambda c: setattr(c.model.regions, "num_regions", 240), 8,
-         r"num_regions=240 .* 225 cells inside disc_radius=1.0 of the 17x17 map"),
+        # 272 of the 17x17 cells have their receptive-field centre (13.5 + 8i px of 160) inside the disc.
+        (lambda c: setattr(c.model.regions, "num_regions", 280), 8,
+         r"num_regions=280 .* 272 cells inside disc_radius=1.0 of the 17x17 map"),
+        (lambda c: setattr(c.model, "pooling", "attention"), 8, r"model.pooling='attention' must be one of"),
         (lambda c: setattr(c.model, "low_res_size", 60), 8, r"low_res_size=60 is below .* 75"),
     ],
 )
@@ -131,3 +143,17 @@ def test_bad_configs_fail_before_compiling_with_the_numbers(edit, num_devices, p
     edit(c)
     with pytest.raises(ConfigError, match=pattern):
         validate_config(c, num_devices)
+
+
+def test_zoom_in_net_takes_every_value_from_the_config():
+    """No field of ZoomInNet has a default of its own: configs/default.py is the only source, and from_config sets
+    every field from it."""
+    fields = [f for f in dataclasses.fields(ZoomInNet) if f.name not in ("parent", "name")]
+    assert [f.name for f in fields if f.default is not dataclasses.MISSING] == []
+    c = default.get_config()
+    model = ZoomInNet.from_config(c.model)
+    m = c.model
+    assert (model.region_map, model.region_disc_radius, model.pooling) == (m.regions.map, m.regions.disc_radius,
+                                                                            m.pooling)
+    assert (model.anet_endpoint, model.mnet_repeats, model.patch_size) == (m.anet.endpoint, tuple(m.mnet.repeats),
+                                                                           m.regions.patch_size)

@@ -1,4 +1,8 @@
-"""Region selection against a plain numpy greedy reference, plus edge cases and gradient flow."""
+"""Region selection against a plain numpy greedy reference, plus edge cases and gradient flow.
+
+The cell centres are inputs here (worked by hand from the backbone's geometry, or arbitrary), never recomputed from
+the formula under test; tests/test_geometry.py checks the geometry against the field measured on the network.
+"""
 
 import math
 from fractions import Fraction
@@ -8,19 +12,39 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoomin_jax.regions import crop, select_boxes
+from zoomin_jax.models.zoom_in import cell_centres as model_cell_centres
+from zoomin_jax.regions import cell_centres, crop, select_boxes
+
+# Worked by hand: block35 cells look at 13.5 + 8i px of the low-res view, block17 at 21.5 + 16i, conv_7b at
+# 37.5 + 32i (tests/test_geometry.py), scaled by image / low-res size.
+DEFAULT_17 = tuple(Fraction(135, 4) + 20 * i for i in range(17))  # (13.5 + 8i) * 400 / 160
+PAPER_14 = tuple(Fraction(375, 4) + 80 * i for i in range(14))  # (37.5 + 32i) * 1230 / 492
+TINY_7_AT_400 = tuple(Fraction(135, 2) + 40 * i for i in range(7))  # (13.5 + 8i) * 400 / 80
+BLOCK17_8_AT_400 = tuple(Fraction(215, 4) + 40 * i for i in range(8))  # (21.5 + 16i) * 400 / 160
 
 
-def reference(scores, image_size, patch, n, thr):
-    """Greedy selection written the obvious way, one image at a time, in numpy."""
+def grid(rows, cols=None):
+    """(row centres, column centres) as select_boxes takes them; the same for both axes unless given."""
+    rows = tuple(rows)
+    return rows, rows if cols is None else tuple(cols)
+
+
+def _irregular(n, image_size, seed, denominator=4):
+    """Arbitrary centres on a 1/denominator grid (half-pixel and quarter cases exercise the rounding)."""
+    rng = np.random.default_rng(seed)
+    return tuple(sorted(Fraction(int(v), denominator) for v in rng.integers(0, image_size * denominator, n)))
+
+
+def reference(scores, centres, image_size, patch, n, thr):
+    """Greedy selection written the obvious way, one image at a time, in numpy, on the given cell centres."""
     h, w = scores.shape
+    rows, cols = centres
     cands = []
     for i in range(h):
         for j in range(w):
-            # Exact rationals, rounded half up: the corner of a box centred on the cell centre.
-            cy, cx = Fraction(2 * i + 1, 2 * h) * image_size, Fraction(2 * j + 1, 2 * w) * image_size
-            y0 = min(max(math.floor(cy - Fraction(patch, 2) + Fraction(1, 2)), 0), image_size - patch)
-            x0 = min(max(math.floor(cx - Fraction(patch, 2) + Fraction(1, 2)), 0), image_size - patch)
+            # Exact rationals, rounded half up: the corner of a box centred on the cell centre, then inside the image.
+            y0 = min(max(math.floor(Fraction(rows[i]) - Fraction(patch, 2) + Fraction(1, 2)), 0), image_size - patch)
+            x0 = min(max(math.floor(Fraction(cols[j]) - Fraction(patch, 2) + Fraction(1, 2)), 0), image_size - patch)
             cands.append((float(scores[i, j]), i * w + j, (y0, x0, y0 + patch, x0 + patch)))
     order = sorted(cands, key=lambda c: (-c[0], c[1]))
 
@@ -42,39 +66,58 @@ def reference(scores, image_size, patch, n, thr):
     return np.array(boxes), np.array(vals)
 
 
-@pytest.mark.parametrize("h,image_size,patch,n,thr", [(7, 400, 96, 4, 0.25), (14, 1230, 294, 4, 0.3),
-                                                        (5, 100, 30, 6, 0.0), (9, 200, 80, 8, 0.5)])
-def test_matches_numpy_reference_on_random_maps(h, image_size, patch, n, thr):
+@pytest.mark.parametrize("centres,image_size,patch,n,thr", [
+    (grid(TINY_7_AT_400), 400, 96, 4, 0.25),
+    (grid(PAPER_14), 1230, 294, 4, 0.3),
+    (grid(DEFAULT_17), 400, 96, 4, 0.25),
+    (grid(_irregular(5, 100, 0), _irregular(5, 100, 1)), 100, 30, 6, 0.0),
+    (grid([float(c) for c in _irregular(9, 200, 2, 8)]), 200, 80, 8, 0.5),
+])
+def test_matches_numpy_reference_on_random_maps(centres, image_size, patch, n, thr):
+    h, w = map(len, centres)
     rng = np.random.default_rng(h * 1000 + n)
-    scores = rng.normal(size=(6, h, h)).astype(np.float32)
+    scores = rng.normal(size=(6, h, w)).astype(np.float32)
     # Some quantised maps so that ties occur.
     scores[3:] = np.round(scores[3:] * 2) / 2
-    boxes, vals = jax.jit(select_boxes, static_argnums=(1, 2, 3, 4))(scores, image_size, patch, n, thr)
+    boxes, vals = jax.jit(select_boxes, static_argnums=(1, 2, 3, 4, 5))(scores, centres, image_size, patch, n, thr)
     assert boxes.shape == (6, n, 4) and boxes.dtype == jnp.int32
     for b in range(6):
-        want_boxes, want_vals = reference(scores[b], image_size, patch, n, thr)
+        want_boxes, want_vals = reference(scores[b], centres, image_size, patch, n, thr)
         np.testing.assert_array_equal(np.asarray(boxes[b]), want_boxes)
         np.testing.assert_allclose(np.asarray(vals[b]), want_vals)
 
 
+def test_cell_centres_hand_worked():
+    """High-res centres from the low-res geometry, exact: the paper's conv_7b cells every 80 px from 93.75 at 1230,
+    the default's block35 cells every 20 px from 33.75 at 400 (not (i + 0.5) * 400 / 17 = 11.76, 35.29, ...)."""
+    assert cell_centres(14, 32, 37.5, 492, 1230) == PAPER_14
+    assert cell_centres(17, 8, 13.5, 160, 400) == DEFAULT_17
+    assert model_cell_centres("block35_1_ac", 160, 400, (1, 2, 1)) == grid(DEFAULT_17)
+    assert model_cell_centres("conv_7b_ac", 492, 1230, (10, 20, 10)) == grid(PAPER_14)
+
+
 def test_peak_at_corner_and_border_gives_box_inside_image():
-    scores = np.zeros((3, 7, 7), np.float32)
+    # The tiny config's 7x7 block35 map: cells at (13.5 + 8i) * 100 / 80 = 16.875 + 10i px of a 100 px image.
+    centres = grid(Fraction(135, 8) + 10 * i for i in range(7))
+    scores = np.zeros((4, 7, 7), np.float32)
     scores[0, 0, 0] = 5  # top-left corner
     scores[1, 6, 6] = 5  # bottom-right corner
     scores[2, 3, 6] = 5  # right border, middle row
-    boxes, vals = select_boxes(scores, 400, 96, 1, 0.25)
+    scores[3, 6, 6] = 5  # bottom-right corner again, with a small patch
+    boxes, vals = select_boxes(scores[:3], centres, 100, 60, 1, 0.25)
     boxes = np.asarray(boxes)[:, 0]
-    np.testing.assert_array_equal(boxes[0], [0, 0, 96, 96])
-    np.testing.assert_array_equal(boxes[1], [304, 304, 400, 400])
-    cy = (3 + 0.5) * 400 / 7
-    np.testing.assert_array_equal(boxes[2], [math.floor(cy - 48 + 0.5), 304, math.floor(cy - 48 + 0.5) + 96, 400])
+    np.testing.assert_array_equal(boxes[0], [0, 0, 60, 60])  # 16.875 - 30 < 0: shifted in
+    np.testing.assert_array_equal(boxes[1], [40, 40, 100, 100])  # 76.875 - 30 = 46.875 -> 47, shifted to 40
+    np.testing.assert_array_equal(boxes[2], [17, 40, 77, 100])  # 46.875 - 30 = 16.875 -> 17
     np.testing.assert_array_equal(np.asarray(vals)[:, 0], [5, 5, 5])
+    small, _ = select_boxes(scores[3:], centres, 100, 30, 1, 0.25)
+    np.testing.assert_array_equal(np.asarray(small)[0, 0], [62, 62, 92, 92])  # 76.875 - 15 + 0.5 -> 62: not shifted
 
 
 def test_all_equal_map_picks_row_major_first_and_spreads_out():
-    boxes, vals = select_boxes(np.ones((1, 7, 7), np.float32), 400, 96, 4, 0.0)
+    boxes, vals = select_boxes(np.ones((1, 7, 7), np.float32), grid(TINY_7_AT_400), 400, 96, 4, 0.0)
     boxes = np.asarray(boxes[0])
-    np.testing.assert_array_equal(boxes[0], [0, 0, 96, 96])  # cell (0, 0) wins the tie
+    np.testing.assert_array_equal(boxes[0], [20, 20, 116, 116])  # cell (0, 0) wins the tie; 67.5 - 48 -> 20
     # With threshold 0 no two chosen boxes may overlap at all.
     for a in range(4):
         for b in range(a + 1, 4):
@@ -87,7 +130,7 @@ def test_all_equal_map_picks_row_major_first_and_spreads_out():
 def test_more_regions_than_suppression_leaves_fall_back_to_best_unchosen():
     # A 3x3 map with patches covering most of the image: after the first pick everything is suppressed.
     scores = np.arange(9, dtype=np.float32)[::-1].reshape(1, 3, 3)  # cell 0 best, cell 8 worst
-    boxes, vals = select_boxes(scores, 90, 80, 5, 0.1)
+    boxes, vals = select_boxes(scores, grid((15, 45, 75)), 90, 80, 5, 0.1)
     # Every pick is a distinct cell, in descending score order, since all but the first were suppressed.
     np.testing.assert_array_equal(np.asarray(vals[0]), [8, 7, 6, 5, 4])
     assert np.all(np.asarray(boxes) >= 0) and np.all(np.asarray(boxes) <= 90)
@@ -96,7 +139,7 @@ def test_more_regions_than_suppression_leaves_fall_back_to_best_unchosen():
 def test_iou_threshold_one_means_plain_top_n():
     rng = np.random.default_rng(3)
     scores = rng.normal(size=(2, 6, 6)).astype(np.float32)
-    _, vals = select_boxes(scores, 300, 200, 7, 1.0)
+    _, vals = select_boxes(scores, grid(range(25, 300, 50)), 300, 200, 7, 1.0)
     want = -np.sort(-scores.reshape(2, -1), axis=1)[:, :7]
     np.testing.assert_allclose(np.asarray(vals), want)
 
@@ -104,32 +147,47 @@ def test_iou_threshold_one_means_plain_top_n():
 def test_disc_radius_never_picks_cells_outside_the_eye_disc():
     # The corners of an 8x8 map hold the highest scores (a "bias" region in the black surround); with the disc
     # restriction every pick is a cell whose centre lies inside the circle, and the best of those comes first.
+    centres = grid(range(25, 400, 50))  # symmetric: 25 .. 375 px of 400
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(2, 8, 8)).astype(np.float32)
     scores[:, 0, 0] = scores[:, 7, 7] = scores[:, 0, 7] = 100.0
-    boxes, vals = select_boxes(scores, 400, 96, 6, 1.0, disc_radius=1.0)
-    yy, xx = np.meshgrid((np.arange(8) + 0.5) / 8 * 2 - 1, (np.arange(8) + 0.5) / 8 * 2 - 1, indexing="ij")
+    boxes, vals = select_boxes(scores, centres, 400, 96, 6, 1.0, disc_radius=1.0)
+    yy, xx = np.meshgrid(np.arange(25, 400, 50) / 200 - 1, np.arange(25, 400, 50) / 200 - 1, indexing="ij")
     inside = np.hypot(yy, xx) <= 1.0
+    assert not inside[0, 0] and not inside[7, 7] and inside[1, 1]
     for i in range(2):
         allowed = np.where(inside, scores[i], -np.inf).reshape(-1)
         np.testing.assert_allclose(np.asarray(vals[i]), -np.sort(-allowed)[:6])  # plain top-6 of allowed cells
-        centres = (np.asarray(boxes[i])[:, :2] + 48) / 200.0 - 1.0
-        assert np.all(np.hypot(centres[:, 0], centres[:, 1]) <= 1.0)
+        centres_hr = (np.asarray(boxes[i])[:, :2] + 48) / 200.0 - 1.0
+        assert np.all(np.hypot(centres_hr[:, 0], centres_hr[:, 1]) <= 1.0)
     # Without it the corners win.
-    _, vals = select_boxes(scores, 400, 96, 3, 1.0)
+    _, vals = select_boxes(scores, centres, 400, 96, 3, 1.0)
     np.testing.assert_array_equal(np.asarray(vals), 100.0)
+
+
+def test_disc_uses_the_same_centres_as_the_boxes():
+    """block17 at 160 px looks at 21.5 + 16i, i.e. 53.75 + 40i px of 400: the cells sit towards the top-left, so
+    corner (0, 0) is 206.8 px from the image centre (outside a 200 px disc) while corner (7, 7) is 189.2 (inside)."""
+    scores = np.zeros((1, 8, 8), np.float32)
+    scores[0, 0, 0], scores[0, 7, 7] = 2.0, 1.0
+    boxes, vals = select_boxes(scores, grid(BLOCK17_8_AT_400), 400, 96, 1, 1.0, disc_radius=1.0)
+    np.testing.assert_array_equal(np.asarray(vals), [[1.0]])
+    np.testing.assert_array_equal(np.asarray(boxes)[0, 0], [286, 286, 382, 382])  # 333.75 - 48 -> 286
 
 
 def test_disc_radius_too_small_for_num_regions_is_an_error():
     with pytest.raises(ValueError, match="num_regions 5 exceeds the 4 cells"):
-        select_boxes(np.zeros((1, 8, 8)), 400, 96, 5, 0.5, disc_radius=0.25)
+        select_boxes(np.zeros((1, 8, 8)), grid(range(25, 400, 50)), 400, 96, 5, 0.5, disc_radius=0.25)
 
 
 def test_bad_arguments_name_the_numbers():
+    c4 = grid((50, 150, 250, 350))
     with pytest.raises(ValueError, match="patch_size 500.*400"):
-        select_boxes(np.zeros((1, 4, 4)), 400, 500, 2, 0.5)
+        select_boxes(np.zeros((1, 4, 4)), c4, 400, 500, 2, 0.5)
     with pytest.raises(ValueError, match="num_regions 17.*16"):
-        select_boxes(np.zeros((1, 4, 4)), 400, 50, 17, 0.5)
+        select_boxes(np.zeros((1, 4, 4)), c4, 400, 50, 17, 0.5)
+    with pytest.raises(ValueError, match=r"centres for a \(4, 4\) map .* 5x5"):
+        select_boxes(np.zeros((1, 5, 5)), c4, 400, 50, 2, 0.5)
 
 
 def test_crop_cuts_the_pixels_of_each_box():
@@ -150,9 +208,10 @@ def test_gradients_reach_patch_network_but_not_the_selection():
     images = jnp.asarray(rng.normal(size=(2, 40, 40, 3)), jnp.float32)
     score_map = jnp.asarray(rng.normal(size=(2, 5, 5)), jnp.float32)
     cnet_w = jnp.asarray(rng.normal(size=(3,)), jnp.float32)
+    c5 = grid((4, 12, 20, 28, 36))
 
     def loss(score_map, cnet_w, images):
-        boxes, box_scores = select_boxes(score_map * 3.0, 40, 12, 3, 0.3)
+        boxes, box_scores = select_boxes(score_map * 3.0, c5, 40, 12, 3, 0.3)
         patches = crop(images, boxes, 12)
         return jnp.sum(jnp.tanh(patches @ cnet_w)) + jnp.sum(box_scores)
 
@@ -160,7 +219,7 @@ def test_gradients_reach_patch_network_but_not_the_selection():
     assert np.all(np.asarray(g_map) == 0)
     assert np.all(np.isfinite(np.asarray(g_w))) and np.linalg.norm(np.asarray(g_w)) > 0
     # Only pixels inside chosen boxes receive gradient.
-    boxes, _ = select_boxes(score_map * 3.0, 40, 12, 3, 0.3)
+    boxes, _ = select_boxes(score_map * 3.0, c5, 40, 12, 3, 0.3)
     inside = np.zeros((2, 40, 40), bool)
     for b in range(2):
         for y0, x0, y1, x1 in np.asarray(boxes[b]):

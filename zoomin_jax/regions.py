@@ -1,27 +1,45 @@
 """Jittable top-N region selection on attention maps and the crops that feed C-Net.
 
 Shape-static `jnp`/`lax` code, no Python control flow on values, so the zoom-in compiles into the same XLA program
-as the networks around it.
+as the networks around it; every table that depends only on shapes (cell centres, boxes, allowed cells) is numpy.
 
 Candidates are the cells of a score map of shape (h, w). Cell (i, j) proposes a `patch_size` box in high-res pixels
-centred on the cell centre, `((i + 0.5) * image_size / h, (j + 0.5) * image_size / w)` (the corner rounded half up,
-in exact integer arithmetic), shifted to lie inside the image. Candidates are ranked once with `lax.top_k`
-(descending score; ties keep the lower row-major index first, as a stable sort would), then a `lax.fori_loop` picks
-`num_regions` boxes greedily: each pick is the best candidate that is neither chosen nor suppressed, and after each
-pick every candidate whose box overlaps it with IoU above `iou_threshold` is suppressed.
+centred where the cell looks: its receptive-field centre in the low-res input, `offset + stride * i` (continuous
+pixels, pixel k spanning [k, k + 1); derived from the backbone by `inception_resnet.endpoint_geometry`), scaled to
+the high-res image by `image_size / low_res_size` (`cell_centres`). The box's corner is that centre minus half the
+patch, rounded half up in exact rational arithmetic, then shifted (clipped) so that the box lies inside the image.
+The VALID stem and reductions make these centres differ from an even spread: at 160 px the 17x17 block35 cells look
+at 13.5 + 8i px, not (i + 0.5) * 160 / 17 = 4.7 .. 155.3, which put the edge boxes up to 14 px (35 px at 400) off;
+at 492 the 14x14 conv_7b cells look at 37.5 + 32i (20 px off at the edges, 50 px at 1230).
+
+Border cells follow the same rule as every other cell: the box is centred on the unclipped geometric centre
+`offset + stride * i`, then shifted inside the image; it is not moved towards where the clipped field looks. Near
+the border part of a cell's theoretical field lies outside the image, where the SAME layers see zero padding, so
+its effective field is clipped and its centroid lies between the geometric centre and the image centre (block35's
+cell 0 about 4 px inward at any size, conv_7b's cell 0 at 492 about 13 px, i.e. 33 px at 1230). Measured on the
+network, that centroid stays inside the cell's box for the tiny, default and paper configs (tests/test_geometry.py).
+
+Candidates are ranked once with `lax.top_k` (descending score; ties keep the lower row-major index first, as a
+stable sort would), then a `lax.fori_loop` picks `num_regions` boxes greedily: each pick is the best candidate that
+is neither chosen nor suppressed, and after each pick every candidate whose box overlaps it with IoU above
+`iou_threshold` is suppressed.
 
 When suppression leaves fewer than `num_regions` candidates (a large patch on a small map, or a strict threshold),
 the remaining picks take the best candidates not chosen yet regardless of overlap, so the output always has
 `num_regions` distinct cells, best first, and every pick after the first unsuppressed run overlaps an earlier one.
 Two cells can still propose the same box where the shift into the image makes their boxes coincide (borders).
 
-`disc_radius` restricts candidates to cells whose centre lies inside the circle of that radius (a fraction of half
-the image side) around the image centre: in a disc-cropped fundus photograph the corners are black surround, and
-an attention map trained from image-level labels can park weight there (a constant "bias" region), which would
-send crops into nothing. Cells outside the circle are never picked.
+`disc_radius` restricts candidates to cells whose centre (the same high-res centre as the box's, before the shift)
+lies inside the circle of that radius (a fraction of half the image side) around the image centre: in a
+disc-cropped fundus photograph the corners are black surround, and an attention map trained from image-level labels
+can park weight there (a constant "bias" region), which would send crops into nothing. Cells outside the circle are
+never picked.
 """
 
 from __future__ import annotations
+
+import math
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -29,26 +47,42 @@ import numpy as np
 from jax import lax
 
 
-def cell_boxes(h: int, w: int, image_size: int, patch_size: int) -> jnp.ndarray:
-    """Box of every cell of an (h, w) map, in row-major cell order.
+def cell_centres(side: int, stride: int, offset: float, low_res_size: int, image_size: int) -> tuple[Fraction, ...]:
+    """High-res centre of each cell along one axis, exact: `(offset + stride * i) * image_size / low_res_size`.
 
     Args:
-      h, w: map size.
+      side, stride, offset: the map's geometry in low-res pixels (`inception_resnet.endpoint_geometry`).
+      low_res_size: side of the low-res image the map was computed on.
+      image_size: side of the high-res image the boxes refer to.
+
+    Returns:
+      `side` Fractions, in high-res pixels (pixel k spans [k, k + 1)).
+    """
+    scale = Fraction(image_size, low_res_size)
+    return tuple((Fraction(offset) + stride * i) * scale for i in range(side))
+
+
+def _corners(centres, image_size: int, patch_size: int) -> np.ndarray:
+    # round_half_up(c - P / 2) = floor(c - P / 2 + 1 / 2), exact on Fractions, then shifted into the image.
+    c0 = [math.floor(Fraction(c) - Fraction(patch_size - 1, 2)) for c in centres]
+    return np.clip(np.asarray(c0, np.int64), 0, image_size - patch_size).astype(np.int32)
+
+
+def cell_boxes(centres: tuple, image_size: int, patch_size: int) -> jnp.ndarray:
+    """Box of every cell of a map, in row-major cell order.
+
+    Args:
+      centres: (row centres, column centres), high-res pixels (Fractions or floats), e.g. from `cell_centres`.
       image_size: side of the square high-res image, in pixels.
       patch_size: side of the square boxes, in pixels (<= image_size).
 
     Returns:
       int32 (h * w, 4) boxes (y0, x0, y1, x1), end exclusive, inside [0, image_size).
     """
-    # Exact integer arithmetic (all static): y0 = round_half_up((i + 0.5) * S / h - P / 2), clipped into the image.
-    def corners(n):
-        num = (2 * np.arange(n) + 1) * image_size - n * patch_size  # 2n * (centre - P/2)
-        return np.clip((num + n) // (2 * n), 0, image_size - patch_size).astype(np.int32)
-
-    y0, x0 = jnp.asarray(corners(h)), jnp.asarray(corners(w))
-    y0, x0 = jnp.meshgrid(y0, x0, indexing="ij")
+    rows, cols = centres
+    y0, x0 = np.meshgrid(_corners(rows, image_size, patch_size), _corners(cols, image_size, patch_size), indexing="ij")
     y0, x0 = y0.reshape(-1), x0.reshape(-1)
-    return jnp.stack([y0, x0, y0 + patch_size, x0 + patch_size], axis=-1)
+    return jnp.asarray(np.stack([y0, x0, y0 + patch_size, x0 + patch_size], axis=-1))
 
 
 def box_iou(box: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
@@ -81,18 +115,21 @@ def _select_one(scores: jnp.ndarray, boxes: jnp.ndarray, num_regions: int, iou_t
     return order[picks]
 
 
-def allowed_cells(h: int, w: int, disc_radius: float | None) -> np.ndarray:
-    """bool (h * w,), row-major: whether cell (i, j)'s centre lies within `disc_radius` (a fraction of half the side)
-    of the map centre. None allows every cell. Static (numpy), so it costs nothing in the compiled program."""
+def allowed_cells(centres: tuple, image_size: int, disc_radius: float | None) -> np.ndarray:
+    """bool (h * w,), row-major: whether cell (i, j)'s high-res centre lies within `disc_radius` (a fraction of half
+    the image side) of the image centre. `centres` as in `cell_boxes`; None allows every cell. Static (numpy), so it
+    costs nothing in the compiled program."""
+    rows, cols = (np.asarray([float(c) for c in cs]) for cs in centres)
     if disc_radius is None:
-        return np.ones(h * w, bool)
-    yy = ((np.arange(h) + 0.5) / h - 0.5) * 2.0
-    xx = ((np.arange(w) + 0.5) / w - 0.5) * 2.0
-    return (np.hypot(yy[:, None], xx[None, :]) <= disc_radius).reshape(-1)
+        return np.ones(len(rows) * len(cols), bool)
+    half = image_size / 2.0
+    dist = np.hypot((rows[:, None] - half), (cols[None, :] - half)) / half
+    return (dist <= disc_radius).reshape(-1)
 
 
 def select_boxes(
     scores: jnp.ndarray,
+    centres: tuple,
     image_size: int,
     patch_size: int,
     num_regions: int,
@@ -103,6 +140,7 @@ def select_boxes(
 
     Args:
       scores: (B, h, w) one map per image (e.g. A-Net's gated map or attention reduced over lesion levels 1..4).
+      centres: (h row centres, w column centres) of the cells in high-res pixels (`cell_centres`); static.
       image_size: side of the square high-res image the boxes refer to.
       patch_size: side of the boxes, in high-res pixels; 1 <= patch_size <= image_size.
       num_regions: N, boxes per image; 1 <= N <= h * w.
@@ -116,18 +154,20 @@ def select_boxes(
       Both carry `stop_gradient`: selection is not differentiable and nothing flows back through it.
     """
     b, h, w = scores.shape
+    if tuple(map(len, centres)) != (h, w):
+        raise ValueError(f"centres for a {tuple(map(len, centres))} map given for a {h}x{w} score map")
     if not 1 <= patch_size <= image_size:
         raise ValueError(f"patch_size {patch_size} must be between 1 and the image size {image_size}")
     if not 1 <= num_regions <= h * w:
         raise ValueError(f"num_regions {num_regions} must be between 1 and the {h}x{w}={h * w} map cells")
-    allowed = allowed_cells(h, w, disc_radius)
+    allowed = allowed_cells(centres, image_size, disc_radius)
     if allowed.sum() < num_regions:
         raise ValueError(
             f"num_regions {num_regions} exceeds the {int(allowed.sum())} cells of the {h}x{w} map inside "
             f"disc_radius {disc_radius}"
         )
     scores = lax.stop_gradient(scores).reshape(b, h * w).astype(jnp.float32)
-    boxes = cell_boxes(h, w, image_size, patch_size)
+    boxes = cell_boxes(centres, image_size, patch_size)
     cells = jax.vmap(lambda s: _select_one(s, boxes, num_regions, iou_threshold, allowed))(scores)
     return lax.stop_gradient(boxes[cells]), jnp.take_along_axis(scores, cells, axis=1)
 

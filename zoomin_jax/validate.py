@@ -6,7 +6,7 @@ import ml_collections
 
 from zoomin_jax import regions
 from zoomin_jax.models import inception_resnet as irv2
-from zoomin_jax.models.zoom_in import DTYPES
+from zoomin_jax.models.zoom_in import DTYPES, POOLINGS, cell_centres
 
 
 class ConfigError(ValueError):
@@ -49,9 +49,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
             f"choose one of {names[0]!r}, ..., {names[-1]!r} (e.g. {last or names[-1:]})"
         )
     elif names:
-        side = irv2.stage_sizes(m.low_res_size)[irv2.endpoint_stage(m.anet.endpoint)]
+        # The same cell centres and disc rule as the model's selection (zoom_in.cell_centres).
+        centres = cell_centres(m.anet.endpoint, m.low_res_size, m.image_size, tuple(m.mnet.repeats))
+        side = len(centres[0])
         disc = r.disc_radius
-        cells = int(regions.allowed_cells(side, side, disc).sum())
+        cells = int(regions.allowed_cells(centres, m.image_size, disc).sum())
         per_map = r.num_regions
         if not 1 <= per_map <= cells:
             where = f" inside disc_radius={disc}" if disc is not None else ""
@@ -68,8 +70,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         problems.append(f"model.regions.levels={levels} must be non-empty grades in 0..{m.num_classes - 1}")
     if not 0.0 <= r.iou_threshold <= 1.0:
         problems.append(f"model.regions.iou_threshold={r.iou_threshold} must lie in [0, 1]")
-    if m.pooling not in ("max", "mean", "attention"):
-        problems.append(f"model.pooling={m.pooling!r} must be 'max', 'mean' or 'attention'")
+    if m.pooling not in POOLINGS:
+        problems.append(f"model.pooling={m.pooling!r} must be one of {POOLINGS}")
     if m.dtype not in DTYPES:
         problems.append(f"model.dtype={m.dtype!r} must be one of {sorted(DTYPES)}")
     if config.batch_size % num_devices:

@@ -10,20 +10,198 @@ Applied to (B, H, W, 3) images in [-1, 1] (Keras' "tf" preprocessing), it return
 the name of the Keras layer whose output each equals (`mixed_5b`, `block35_1_ac` .. `block35_10_ac`, `mixed_6a`,
 `block17_*_ac`, `mixed_7a`, `block8_*_ac`, `block8_10`, `conv_7b_ac`) plus `pool`, the global average of
 `conv_7b_ac`. At 299 input the maps are 35x35, 17x17 and 8x8; at 492 they are 59x59, 29x29 and 14x14.
+
+The layers are one table (`network_units`): the module is built from it and `endpoint_geometry` derives from it
+where each map's cells look in the input (side, stride, centre offset, field), which the zoom-in needs to put its
+boxes where the cells look. Because the stem and reductions are VALID, the cells are not spread evenly over the
+image: at 160 input the 17x17 cells are centred at 13.5 + 8i px, not at (i + 0.5) * 160 / 17.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-# Keras' minimum input side for this network: the 8x8 stage must keep at least one cell.
-MIN_INPUT_SIZE = 75
 FULL_REPEATS = (10, 20, 10)
 FEATURE_CHANNELS = 1536
+
+
+class Layer(NamedTuple):
+    """One convolution unit (`ConvBN`) or pooling window on a path through the network."""
+
+    name: str  # ConvBN name inside its unit ("" = the unit's own name); unused for pooling
+    features: int  # filters before `width` scaling; 0 for pooling (keeps the channels)
+    kernel: tuple[int, int]
+    stride: int = 1
+    padding: str = "SAME"
+    pool: str = ""  # "" convolution | "max" | "avg" (averages over the valid window, like Keras)
+
+
+class Unit(NamedTuple):
+    """A run of layers whose parallel branches are concatenated; optionally an Inception-ResNet residual block."""
+
+    name: str  # prefix of its layers' names, e.g. "mixed_6a", "block17_3"
+    branches: tuple[tuple[Layer, ...], ...]  # parallel paths from the unit's input (one path: a plain sequence)
+    residual: float = 0.0  # > 0: out = x + residual * conv1x1(concat(branches)), then ReLU if `activation`
+    activation: bool = True
+    endpoint: str = ""  # key under which the unit's output is returned ("" : not returned)
+
+
+def _conv(name: str, features: int, kernel, stride: int = 1, padding: str = "SAME") -> Layer:
+    return Layer(name, features, (kernel, kernel) if isinstance(kernel, int) else tuple(kernel), stride, padding)
+
+
+def _pool(kind: str, stride: int, padding: str) -> Layer:
+    return Layer("", 0, (3, 3), stride, padding, kind)
+
+
+# The network's definition, used both to build it (`InceptionResNetV2.__call__`) and to derive the geometry of its
+# maps (`endpoint_geometry`), so the two cannot drift apart. Names and order are Keras' (weight import relies on it).
+STEM = Unit("stem", ((
+    _conv("0", 32, 3, 2, "VALID"), _conv("1", 32, 3, 1, "VALID"), _conv("2", 64, 3), _pool("max", 2, "VALID"),
+    _conv("3", 80, 1, 1, "VALID"), _conv("4", 192, 3, 1, "VALID"), _pool("max", 2, "VALID"),
+),))
+MIXED_5B = Unit("mixed_5b", (  # Inception-A
+    (_conv("b0_0", 96, 1),),
+    (_conv("b1_0", 48, 1), _conv("b1_1", 64, 5)),
+    (_conv("b2_0", 64, 1), _conv("b2_1", 96, 3), _conv("b2_2", 96, 3)),
+    (_pool("avg", 1, "SAME"), _conv("b3_0", 64, 1)),
+), endpoint="mixed_5b")
+MIXED_6A = Unit("mixed_6a", (  # Reduction-A
+    (_conv("b0_0", 384, 3, 2, "VALID"),),
+    (_conv("b1_0", 256, 1), _conv("b1_1", 256, 3), _conv("b1_2", 384, 3, 2, "VALID")),
+    (_pool("max", 2, "VALID"),),
+), endpoint="mixed_6a")
+MIXED_7A = Unit("mixed_7a", (  # Reduction-B
+    (_conv("b0_0", 256, 1), _conv("b0_1", 384, 3, 2, "VALID")),
+    (_conv("b1_0", 256, 1), _conv("b1_1", 288, 3, 2, "VALID")),
+    (_conv("b2_0", 256, 1), _conv("b2_1", 288, 3), _conv("b2_2", 320, 3, 2, "VALID")),
+    (_pool("max", 2, "VALID"),),
+), endpoint="mixed_7a")
+# Residual blocks: branches of stride-1 SAME layers (they keep the map's size, stride and cell centres).
+BLOCK_BRANCHES = {
+    "block35": (
+        (_conv("b0_0", 32, 1),),
+        (_conv("b1_0", 32, 1), _conv("b1_1", 32, 3)),
+        (_conv("b2_0", 32, 1), _conv("b2_1", 48, 3), _conv("b2_2", 64, 3)),
+    ),
+    "block17": (
+        (_conv("b0_0", 192, 1),),
+        (_conv("b1_0", 128, 1), _conv("b1_1", 160, (1, 7)), _conv("b1_2", 192, (7, 1))),
+    ),
+    "block8": (
+        (_conv("b0_0", 192, 1),),
+        (_conv("b1_0", 192, 1), _conv("b1_1", 224, (1, 3)), _conv("b1_2", 256, (3, 1))),
+    ),
+}
+BLOCK_SCALES = {"block35": 0.17, "block17": 0.1, "block8": 0.2}
+CONV_7B = Unit("conv_7b", ((_conv("", FEATURE_CHANNELS, 1),),), endpoint="conv_7b_ac")
+
+
+def network_units(repeats: Sequence[int] = FULL_REPEATS) -> tuple[Unit, ...]:
+    """The whole network as units in call order, for the given block repeats (block35, block17, block8)."""
+    r35, r17, r8 = repeats
+
+    def blocks(kind, n):
+        return [Unit(f"{kind}_{i}", BLOCK_BRANCHES[kind], BLOCK_SCALES[kind], endpoint=f"{kind}_{i}_ac")
+                for i in range(1, n + 1)]
+
+    # Keras' last block8 has scale 1 and no activation; its output is named after the block, without "_ac".
+    last = Unit(f"block8_{r8}", BLOCK_BRANCHES["block8"], 1.0, activation=False, endpoint=f"block8_{r8}")
+    return (STEM, MIXED_5B, *blocks("block35", r35), MIXED_6A, *blocks("block17", r17), MIXED_7A,
+            *blocks("block8", r8 - 1), last, CONV_7B)
+
+
+def layer_name(unit: Unit, layer: Layer) -> str:
+    """Module name of a convolution layer: the unit's name, plus the layer's own after an underscore."""
+    return f"{unit.name}_{layer.name}" if layer.name else unit.name
+
+
+class Geometry(NamedTuple):
+    """Where the cells of a map look in the input, along one axis (the network is symmetric in y and x).
+
+    Continuous input coordinates: pixel k spans [k, k + 1). Cell i's receptive field is centred at
+    `offset + stride * i` and spans `field` pixels (its theoretical extent, before any clipping by the image
+    border: near the border part of it lies in the SAME layers' zero padding).
+    """
+
+    side: int  # cells per side of the map
+    stride: int  # input pixels between neighbouring cells' centres
+    offset: float  # centre of cell 0's field (a multiple of 0.5, exact in float)
+    field: int  # theoretical receptive-field side, in input pixels
+
+
+def _through(g: Geometry, layer: Layer, axis: int) -> Geometry:
+    """Geometry after one layer, with XLA's padding rule (SAME puts the smaller half of the padding first)."""
+    k, s = layer.kernel[axis], layer.stride
+    if layer.padding == "VALID":
+        if g.side < k:
+            raise ValueError(f"a {k}-wide VALID window does not fit a {g.side}-cell map: the input is too small")
+        side, lo = (g.side - k) // s + 1, 0
+    else:
+        side = -(-g.side // s)
+        lo = max((side - 1) * s + k - g.side, 0) // 2
+    return Geometry(side, g.stride * s, g.offset + ((k - 1) / 2 - lo) * g.stride, g.field + (k - 1) * g.stride)
+
+
+def _unit_geometry(g: Geometry, unit: Unit, axis: int) -> Geometry:
+    outs = []
+    for branch in unit.branches:
+        b = g
+        for layer in branch:
+            b = _through(b, layer, axis)
+        outs.append(b)
+    if unit.residual:
+        outs.append(g)  # the identity path of the residual sum
+    if len({o[:3] for o in outs}) != 1:  # concatenation and sums need the same cells at the same places
+        raise AssertionError(f"{unit.name}: branches disagree on the map geometry {outs}")
+    return outs[0]._replace(field=max(o.field for o in outs))
+
+
+def endpoint_geometries(input_size: int, repeats: Sequence[int] = FULL_REPEATS) -> dict[str, Geometry]:
+    """Geometry of every endpoint for a square input, derived from the layer table (`network_units`).
+
+    Args:
+      input_size: side of the square input image.
+      repeats: block repeats; they change only the theoretical `field`, never side, stride or offset (residual
+        blocks are stride-1 SAME).
+
+    Returns:
+      Endpoint name -> Geometry; e.g. at 160 every block35 endpoint is Geometry(17, 8, 13.5, ...) and at 492
+      conv_7b_ac is Geometry(14, 32, 37.5, ...). Raises ValueError when the input is too small for the network.
+    """
+    out = {}
+    per_axis = [Geometry(input_size, 1, 0.5, 1)] * 2
+    for unit in network_units(repeats):
+        per_axis = [_unit_geometry(g, unit, axis) for axis, g in enumerate(per_axis)]
+        if per_axis[0] != per_axis[1]:
+            raise AssertionError(f"{unit.name}: y and x geometry differ {per_axis}")
+        if unit.endpoint:
+            out[unit.endpoint] = per_axis[0]
+    return out
+
+
+def endpoint_geometry(name: str, input_size: int, repeats: Sequence[int] = FULL_REPEATS) -> Geometry:
+    """Geometry of one endpoint's map (see `endpoint_geometries`); KeyError names the endpoints that exist."""
+    geometries = endpoint_geometries(input_size, repeats)
+    if name not in geometries:
+        raise KeyError(f"no endpoint {name!r} with repeats {tuple(repeats)}; endpoints: {list(geometries)}")
+    return geometries[name]
+
+
+def _fits(input_size: int) -> bool:
+    try:
+        endpoint_geometries(input_size, (1, 1, 1))
+    except ValueError:
+        return False
+    return True
+
+
+# The smallest input side the network accepts (75, as Keras says): every VALID window must fit.
+MIN_INPUT_SIZE = next(n for n in range(1, 1000) if _fits(n))
 
 
 def stage_sizes(input_size: int) -> dict[str, int]:
@@ -35,32 +213,13 @@ def stage_sizes(input_size: int) -> dict[str, int]:
     Returns:
       {'block35': s35, 'block17': s17, 'block8': s8}; e.g. 35/17/8 at 299 and 59/29/14 at 492.
     """
-    s = (input_size - 3) // 2 + 1  # conv 3x3 stride 2
-    s = s - 2  # conv 3x3 valid
-    s = (s - 3) // 2 + 1  # max pool 3x3 stride 2
-    s = s - 2  # conv 3x3 valid (after the 1x1)
-    s35 = (s - 3) // 2 + 1  # max pool 3x3 stride 2
-    s17 = (s35 - 3) // 2 + 1
-    s8 = (s17 - 3) // 2 + 1
-    return {"block35": s35, "block17": s17, "block8": s8}
+    g = endpoint_geometries(input_size, (1, 1, 1))
+    return {"block35": g["mixed_5b"].side, "block17": g["mixed_6a"].side, "block8": g["mixed_7a"].side}
 
 
 def endpoint_names(repeats: Sequence[int] = FULL_REPEATS) -> list[str]:
     """Names of the endpoints the network returns for the given block repeats, in network order."""
-    r35, r17, r8 = repeats
-    names = ["mixed_5b"] + [f"block35_{i}_ac" for i in range(1, r35 + 1)]
-    names += ["mixed_6a"] + [f"block17_{i}_ac" for i in range(1, r17 + 1)]
-    names += ["mixed_7a"] + [f"block8_{i}_ac" for i in range(1, r8)] + [f"block8_{r8}", "conv_7b_ac"]
-    return names
-
-
-def endpoint_stage(name: str) -> str:
-    """The stage ('block35', 'block17' or 'block8') whose spatial size an endpoint has."""
-    if name in ("mixed_5b",) or name.startswith("block35"):
-        return "block35"
-    if name in ("mixed_6a",) or name.startswith("block17"):
-        return "block17"
-    return "block8"
+    return [u.endpoint for u in network_units(repeats) if u.endpoint]
 
 
 class ConvBN(nn.Module):
@@ -85,10 +244,6 @@ class ConvBN(nn.Module):
         return nn.relu(x) if self.activation else x
 
 
-def _max_pool(x):
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
-
-
 class InceptionResNetV2(nn.Module):
     """Inception-ResNet-v2 feature extractor returning Keras-named endpoints and the pooled feature.
 
@@ -105,36 +260,28 @@ class InceptionResNetV2(nn.Module):
     def _f(self, n: int) -> int:
         return max(1, int(round(n * self.width)))
 
-    def _cbn(self, name, features, kernel, strides=1, padding="SAME", activation=True):
-        k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
-        return ConvBN(self._f(features), k, strides, padding, activation, self.dtype, name=name)
+    def _path(self, unit: Unit, layers: tuple[Layer, ...], x, train: bool):
+        for layer in layers:
+            window, strides = layer.kernel, (layer.stride, layer.stride)
+            if layer.pool == "max":
+                x = nn.max_pool(x, window, strides=strides, padding=layer.padding)
+            elif layer.pool == "avg":
+                x = nn.avg_pool(x, window, strides=strides, padding=layer.padding, count_include_pad=False)
+            else:
+                x = ConvBN(
+                    self._f(layer.features), layer.kernel, layer.stride, layer.padding, True, self.dtype,
+                    name=layer_name(unit, layer),
+                )(x, train)
+        return x
 
-    def _residual(self, x, kind: str, idx: int, scale: float, activation: bool, train: bool):
-        name = f"{kind}_{idx}"
-        if kind == "block35":
-            b0 = self._cbn(f"{name}_b0_0", 32, 1)(x, train)
-            b1 = self._cbn(f"{name}_b1_0", 32, 1)(x, train)
-            b1 = self._cbn(f"{name}_b1_1", 32, 3)(b1, train)
-            b2 = self._cbn(f"{name}_b2_0", 32, 1)(x, train)
-            b2 = self._cbn(f"{name}_b2_1", 48, 3)(b2, train)
-            b2 = self._cbn(f"{name}_b2_2", 64, 3)(b2, train)
-            branches = [b0, b1, b2]
-        elif kind == "block17":
-            b0 = self._cbn(f"{name}_b0_0", 192, 1)(x, train)
-            b1 = self._cbn(f"{name}_b1_0", 128, 1)(x, train)
-            b1 = self._cbn(f"{name}_b1_1", 160, (1, 7))(b1, train)
-            b1 = self._cbn(f"{name}_b1_2", 192, (7, 1))(b1, train)
-            branches = [b0, b1]
-        else:
-            b0 = self._cbn(f"{name}_b0_0", 192, 1)(x, train)
-            b1 = self._cbn(f"{name}_b1_0", 192, 1)(x, train)
-            b1 = self._cbn(f"{name}_b1_1", 224, (1, 3))(b1, train)
-            b1 = self._cbn(f"{name}_b1_2", 256, (3, 1))(b1, train)
-            branches = [b0, b1]
-        mixed = jnp.concatenate(branches, axis=-1)
-        up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.dtype, name=f"{name}_conv")(mixed)
-        x = x + up * scale
-        return nn.relu(x) if activation else x
+    def _unit(self, unit: Unit, x, train: bool):
+        ys = [self._path(unit, branch, x, train) for branch in unit.branches]
+        y = ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=-1)
+        if not unit.residual:
+            return y
+        up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.dtype, name=f"{unit.name}_conv")(y)
+        x = x + up * unit.residual
+        return nn.relu(x) if unit.activation else x
 
     @nn.compact
     def __call__(self, x, train: bool = False) -> dict[str, jnp.ndarray]:
@@ -147,50 +294,11 @@ class InceptionResNetV2(nn.Module):
         Returns:
           Endpoint name -> activation (see `endpoint_names`), plus 'pool': (B, 1536 * width) global average.
         """
-        r35, r17, r8 = self.repeats
         out = {}
         x = x.astype(self.dtype)
-        # Stem.
-        x = self._cbn("stem_0", 32, 3, strides=2, padding="VALID")(x, train)
-        x = self._cbn("stem_1", 32, 3, padding="VALID")(x, train)
-        x = self._cbn("stem_2", 64, 3)(x, train)
-        x = _max_pool(x)
-        x = self._cbn("stem_3", 80, 1, padding="VALID")(x, train)
-        x = self._cbn("stem_4", 192, 3, padding="VALID")(x, train)
-        x = _max_pool(x)
-        # Mixed 5b (Inception-A).
-        b0 = self._cbn("mixed_5b_b0_0", 96, 1)(x, train)
-        b1 = self._cbn("mixed_5b_b1_0", 48, 1)(x, train)
-        b1 = self._cbn("mixed_5b_b1_1", 64, 5)(b1, train)
-        b2 = self._cbn("mixed_5b_b2_0", 64, 1)(x, train)
-        b2 = self._cbn("mixed_5b_b2_1", 96, 3)(b2, train)
-        b2 = self._cbn("mixed_5b_b2_2", 96, 3)(b2, train)
-        bp = nn.avg_pool(x, (3, 3), strides=(1, 1), padding="SAME", count_include_pad=False)
-        bp = self._cbn("mixed_5b_b3_0", 64, 1)(bp, train)
-        x = out["mixed_5b"] = jnp.concatenate([b0, b1, b2, bp], axis=-1)
-        for i in range(1, r35 + 1):
-            x = out[f"block35_{i}_ac"] = self._residual(x, "block35", i, 0.17, True, train)
-        # Mixed 6a (Reduction-A).
-        b0 = self._cbn("mixed_6a_b0_0", 384, 3, strides=2, padding="VALID")(x, train)
-        b1 = self._cbn("mixed_6a_b1_0", 256, 1)(x, train)
-        b1 = self._cbn("mixed_6a_b1_1", 256, 3)(b1, train)
-        b1 = self._cbn("mixed_6a_b1_2", 384, 3, strides=2, padding="VALID")(b1, train)
-        x = out["mixed_6a"] = jnp.concatenate([b0, b1, _max_pool(x)], axis=-1)
-        for i in range(1, r17 + 1):
-            x = out[f"block17_{i}_ac"] = self._residual(x, "block17", i, 0.1, True, train)
-        # Mixed 7a (Reduction-B).
-        b0 = self._cbn("mixed_7a_b0_0", 256, 1)(x, train)
-        b0 = self._cbn("mixed_7a_b0_1", 384, 3, strides=2, padding="VALID")(b0, train)
-        b1 = self._cbn("mixed_7a_b1_0", 256, 1)(x, train)
-        b1 = self._cbn("mixed_7a_b1_1", 288, 3, strides=2, padding="VALID")(b1, train)
-        b2 = self._cbn("mixed_7a_b2_0", 256, 1)(x, train)
-        b2 = self._cbn("mixed_7a_b2_1", 288, 3)(b2, train)
-        b2 = self._cbn("mixed_7a_b2_2", 320, 3, strides=2, padding="VALID")(b2, train)
-        x = out["mixed_7a"] = jnp.concatenate([b0, b1, b2, _max_pool(x)], axis=-1)
-        for i in range(1, r8):
-            x = out[f"block8_{i}_ac"] = self._residual(x, "block8", i, 0.2, True, train)
-        # Keras' last block8 has scale 1 and no activation.
-        x = out[f"block8_{r8}"] = self._residual(x, "block8", r8, 1.0, False, train)
-        x = out["conv_7b_ac"] = self._cbn("conv_7b", FEATURE_CHANNELS, 1)(x, train)
+        for unit in network_units(self.repeats):
+            x = self._unit(unit, x, train)
+            if unit.endpoint:
+                out[unit.endpoint] = x
         out["pool"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return out

@@ -6,14 +6,19 @@ One module, one forward pass, one XLA program: the low-res view is derived on de
 Choices the paper leaves open, each a config field (see configs/default.py): A-Net reads one named M-Net endpoint;
 its attention branch is conv3x3(hidden) + ReLU + conv1x1(K) followed by a spatial softmax per grade; regions are
 chosen on the gated map G (the paper's) or the attention A (`regions.map`), reduced over lesion levels 1..4 (max) or
-per level, among the cells inside the eye disc (`regions.disc_radius`); C-Net patch features are pooled over the
-patches (max, mean, or weighted by the softmax of the box scores) and concatenated with M-Net's pooled feature
-before the final linear layer; a per-patch linear head grades each patch on its own (the "patch" loss).
+per level, among the cells inside the eye disc (`regions.disc_radius`); each cell's box is centred where the cell
+looks, its receptive-field centre derived from M-Net's layers (`cell_centres`); C-Net patch features are pooled over
+the patches (max or mean) and concatenated with M-Net's pooled feature before the final linear layer; a per-patch
+linear head grades each patch on its own (the "patch" loss).
+
+Every field of `ZoomInNet` is set from the config (`ZoomInNet.from_config`); none has a default of its own, so
+configs/default.py is the only place a default lives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import flax.linen as nn
@@ -22,9 +27,19 @@ import jax.numpy as jnp
 import ml_collections
 
 from zoomin_jax import regions
-from zoomin_jax.models.inception_resnet import InceptionResNetV2
+from zoomin_jax.models.inception_resnet import InceptionResNetV2, endpoint_geometry
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+POOLINGS = ("max", "mean")
+
+
+def cell_centres(endpoint: str, low_res_size: int, image_size: int, repeats: Sequence[int]) -> tuple:
+    """(row, column) high-res centres of the cells of M-Net's `endpoint` map: where each cell's receptive field is
+    centred in the low-res view, scaled to the high-res image. Static; used for the boxes and the disc rule alike
+    (here and in validate.py)."""
+    g = endpoint_geometry(endpoint, low_res_size, repeats)
+    c: tuple[Fraction, ...] = regions.cell_centres(g.side, g.stride, g.offset, low_res_size, image_size)
+    return c, c
 
 
 class ANet(nn.Module):
@@ -52,28 +67,28 @@ class ANet(nn.Module):
 class ZoomInNet(nn.Module):
     """The whole network. Build it with `ZoomInNet.from_config(config.model)`.
 
-    Attributes mirror `config.model`; see configs/default.py for their meaning and defaults.
+    Attributes mirror `config.model`; see configs/default.py for their meaning and values (the only defaults).
     """
 
     image_size: int
     low_res_size: int
-    num_classes: int = 5
-    mnet_repeats: Sequence[int] = (10, 20, 10)
-    mnet_width: float = 1.0
-    cnet_repeats: Sequence[int] = (10, 20, 10)
-    cnet_width: float = 1.0
-    anet_endpoint: str = "conv_7b_ac"
-    anet_hidden: int = 256
-    num_regions: int = 4
-    patch_size: int = 294
-    iou_threshold: float = 0.25
-    region_disc_radius: float | None = None
-    region_map: str = "gated"
-    region_levels: Sequence[int] = (1, 2, 3, 4)
-    region_reduce: str = "max"
-    pooling: str = "max"
-    dropout: float = 0.0
-    dtype: Any = jnp.float32
+    num_classes: int
+    mnet_repeats: Sequence[int]
+    mnet_width: float
+    cnet_repeats: Sequence[int]
+    cnet_width: float
+    anet_endpoint: str
+    anet_hidden: int
+    num_regions: int
+    patch_size: int
+    iou_threshold: float
+    region_disc_radius: float | None
+    region_map: str
+    region_levels: Sequence[int]
+    region_reduce: str
+    pooling: str
+    dropout: float
+    dtype: Any
 
     @classmethod
     def from_config(cls, m: ml_collections.ConfigDict) -> ZoomInNet:
@@ -92,20 +107,19 @@ class ZoomInNet(nn.Module):
 
     def _select(self, maps: jnp.ndarray):
         lesion = maps[..., jnp.asarray(self.region_levels)]  # (B, h, w, L): A-Net's gated maps or attention
-        args = (self.image_size, self.patch_size, self.num_regions, self.iou_threshold, self.region_disc_radius)
+        centres = cell_centres(self.anet_endpoint, self.low_res_size, self.image_size, self.mnet_repeats)
+        args = (centres, self.image_size, self.patch_size, self.num_regions, self.iou_threshold,
+                self.region_disc_radius)
         if self.region_reduce == "max":
             return regions.select_boxes(lesion.max(axis=-1), *args)
         # "per_level": N boxes from each level's map, concatenated level by level -> (B, L * N, 4).
         per_level = [regions.select_boxes(lesion[..., i], *args) for i in range(lesion.shape[-1])]
         return tuple(jnp.concatenate(parts, axis=1) for parts in zip(*per_level, strict=True))
 
-    def _pool(self, feats: jnp.ndarray, box_scores: jnp.ndarray) -> jnp.ndarray:
-        if self.pooling == "max":
-            return feats.max(axis=1)
-        if self.pooling == "mean":
-            return feats.mean(axis=1)
-        weights = jax.nn.softmax(box_scores, axis=1)  # "attention": the boxes' own gated scores
-        return jnp.einsum("bn,bnd->bd", weights, feats)
+    def _pool(self, feats: jnp.ndarray) -> jnp.ndarray:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} must be one of {POOLINGS}")
+        return feats.max(axis=1) if self.pooling == "max" else feats.mean(axis=1)
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False, frozen: Sequence[str] = ()) -> dict[str, jnp.ndarray]:
@@ -153,7 +167,7 @@ class ZoomInNet(nn.Module):
         # Each patch graded on its own (trained with the image's grade when config's stage loss "patch" > 0): every
         # patch gets a gradient, not only the one that wins the pooling, so C-Net learns small lesions much sooner.
         patch_logits = fix("cnet", nn.Dense(self.num_classes, name="patch_head")(drop(per_patch)))
-        f_c = self._pool(per_patch, box_scores)
+        f_c = self._pool(per_patch)
         fused = jnp.concatenate([f_m, f_c], axis=-1)
         logits = fix("cnet", nn.Dense(self.num_classes, name="fusion_head")(drop(fused)))
         return {
