@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from zoomin_jax.data import augment, datasets
+from zoomin_jax.data import augment, datasets, label_sidecar
 from zoomin_jax.data import input_pipeline as ip
 
 SIZE = 96
@@ -180,6 +180,47 @@ def test_balanced_sampling_pipeline(config, train_source):
     # epoch 0 is balanced: the rare grades (1 example each of 3, 4 in this split) are drawn far above their share
     counts = np.bincount(labels[sampler.epoch_indices(0)], minlength=5)
     assert counts[0] < 0.5 * np.sum(labels == 0)
+
+
+class _NoRecords:
+    """Stands in for a source's record reader: its length is known, reading any record fails."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, key):
+        raise AssertionError("a record (JPEG bytes included) was read")
+
+    __getitems__ = __getitem__
+
+
+@pytest.mark.parametrize("split", ["train", "train[5:35]", "train[:3]+validation[2:5]"])
+def test_sampler_gets_the_labels_without_reading_a_record(config, split):
+    oracle = [int(x["label"]) for x in datasets.open_split(config, split)]  # from the records themselves
+    blind = datasets.open_split(config, split)
+    blind.data_source = _NoRecords(len(blind))
+    np.testing.assert_array_equal(ip.read_labels(blind), oracle)
+    cfg = replace(config, balance={"enabled": True, "decay": 0.5, "floor": 0.0})
+    ip.train_dataset(cfg, blind, process_index=0, process_count=1)  # the sampler is built without a record read
+
+
+def test_dataset_prepared_without_sidecar_falls_back_to_the_records(config, caplog):
+    builder = datasets.open_builder(config)
+    path = label_sidecar.sidecar_path(builder.info.data_dir)
+    written = path.read_text()
+    source = datasets.open_split(config, "train[10:]")
+    oracle = [int(x["label"]) for x in source]
+    path.unlink()  # as prepared before the sidecar existed
+    try:
+        with caplog.at_level("INFO"):
+            np.testing.assert_array_equal(ip.read_labels(source), oracle)
+        assert "from the records" in caplog.text and "label_sidecar" in caplog.text
+    finally:
+        label_sidecar.write(builder)  # what `python -m zoomin_jax.data.label_sidecar <folder>` does
+    assert path.read_text() == written
 
 
 # ------------------------------------------------------------------------------------------------- balance

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from zoomin_jax.data import skips
+from zoomin_jax.data import label_sidecar, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the Kaggle competition "Diabetic Retinopathy Detection" (EyePACS) data and extract it into one folder:
@@ -154,7 +154,9 @@ def prepare(
     num_workers: int | None = None,
 ) -> Eyepacs:
     """Prepares the EyePACS dataset from `manual_dir` into `data_dir` (once) and returns the builder."""
-    return skips.prepare_builder(Eyepacs, manual_dir, data_dir, image_size, graham, min_side, num_workers)
+    builder = skips.prepare_builder(Eyepacs, manual_dir, data_dir, image_size, graham, min_side, num_workers)
+    label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
+    return builder
 
 
 if __name__ == "__main__":

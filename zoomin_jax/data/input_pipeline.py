@@ -52,6 +52,7 @@ from absl import flags, logging
 
 from zoomin_jax.data import augment as augment_lib
 from zoomin_jax.data import fov as fov_lib
+from zoomin_jax.data import label_sidecar
 
 # ------------------------------------------------------------------------------------------------- decoding
 
@@ -330,10 +331,19 @@ class BalancedIndices(grain.transforms.Map):
 
 
 def read_labels(source: Any) -> np.ndarray:
-    """The grade of every example of a source (reads every record once: logged, as it takes a while on EyePACS)."""
+    """The grade of every example of a source, aligned with `source[i]`.
+
+    From the dataset's label sidecar (`label_sidecar.py`, written at preparation): no record is read. A dataset prepared
+    before the sidecar existed still works: every record is read once (logged, as it takes a while on EyePACS).
+    """
+    labels = label_sidecar.read(source)
+    if labels is not None:
+        return labels
     t = time.perf_counter()
     labels = np.asarray([int(source[i]["label"]) for i in range(len(source))], np.int64)
-    logging.info("read %d labels for class balancing in %.1f s", len(labels), time.perf_counter() - t)
+    logging.info("read %d labels for class balancing from the records in %.1f s (no %s sidecar: python -m "
+                 "zoomin_jax.data.label_sidecar <prepared dataset folder> writes it once)", len(labels),
+                 time.perf_counter() - t, label_sidecar.SIDECAR)
     return labels
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from zoomin_jax.data import skips
+from zoomin_jax.data import label_sidecar, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download Messidor (the Messidor program database, ADCIS / Messidor project) and extract each base archive
@@ -151,7 +151,9 @@ def prepare(
     num_workers: int | None = None,
 ) -> Messidor:
     """Prepares Messidor from `manual_dir` into `data_dir` (once) and returns the builder."""
-    return skips.prepare_builder(Messidor, manual_dir, data_dir, image_size, graham, min_side, num_workers)
+    builder = skips.prepare_builder(Messidor, manual_dir, data_dir, image_size, graham, min_side, num_workers)
+    label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
+    return builder
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from zoomin_jax.data import synthetic
+from zoomin_jax.data import label_sidecar, synthetic
 from zoomin_jax.data.features import example_features
 
 SPLITS = ("train", "validation", "test")
@@ -248,4 +248,5 @@ def prepare(
     config = get_config(config_or_name)
     builder = SyntheticFundus(config=config, data_dir=os.fspath(data_dir), num_workers=num_workers)
     builder.download_and_prepare(file_format="array_record")
+    label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler (written once, kept)
     return builder
