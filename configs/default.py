@@ -16,7 +16,7 @@ import ml_collections
 def _stage(steps: int, lr: float, trainable: tuple, loss: dict, head: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
-            "steps": steps, "lr": lr, "trainable": trainable, "head": head,
+            "steps": steps, "epochs": 0.0, "lr": lr, "trainable": trainable, "head": head,
             "loss": ml_collections.ConfigDict({"final": 0.0, "mnet": 0.0, "anet": 0.0, "patch": 0.0, **loss}),
         }
     )
@@ -99,6 +99,8 @@ def get_config() -> ml_collections.ConfigDict:
     # head) with the given loss weights on the heads (final = fused logits, mnet, anet, patch = each zoomed-in patch
     # graded on its own with its image's grade, ours); the others are frozen.
     # `head` is what the stage-end evaluation reports: mnet | mnet_anet | zoom_in | all.
+    # `epochs` > 0 replaces `steps` by ceil(epochs * training examples / batch_size), counted from the prepared train
+    # split when training starts (zoomin_jax/schedule.py); 0 (here): the stage lasts `steps`.
     c.stage_order = ("mnet", "anet", "cnet", "joint")
     c.stages = ml_collections.ConfigDict()
     c.stages.mnet = _stage(steps=800, lr=2e-3, trainable=("mnet",), loss={"mnet": 1.0}, head="mnet")
@@ -116,7 +118,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.clip_norm = 1.0  # global gradient norm clip (0: off)
     c.optimizer.warmup_fraction = 0.05  # of each stage's steps, linear warm-up
     c.optimizer.final_lr_fraction = 0.01  # cosine decay down to lr * this at each stage's end
-    c.init_from = ""  # weights only, when the workdir has no checkpoint: one of our workdirs, or a Keras .h5 file
+    # The global batch the stages' lrs are meant for; at another batch_size they are rescaled when training starts
+    # (adamw: by the square root of the ratio, sgd: linearly; zoomin_jax/schedule.py). 0 (here): lrs used as given.
+    c.optimizer.reference_batch = 0
+    # Weights only, when the workdir has no checkpoint: one of our workdirs, or a Keras Inception-ResNet-v2 .h5 file
+    # (into M-Net and C-Net); "" (here): random initialisation. A named file that is missing stops the run before
+    # anything is prepared or compiled.
+    c.init_from = ""
 
     # ---- bookkeeping ----
     c.log_every = 10  # steps between progress lines (also when non-finite losses are checked)

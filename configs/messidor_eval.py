@@ -5,6 +5,8 @@ Command:   python -m zoomin_jax.main --config=configs/messidor_eval.py --mode=ev
 Hardware:  one accelerator; evaluation only.
 Compare with the paper: normal vs abnormal AUC 0.921, accuracy 0.905. Messidor's retinopathy grade (0-3) is not
 the ICDR scale, so read the binary tasks (normal vs abnormal, referable vs non-referable), not the kappa.
+The photographs are prepared as full.py prepares EyePACS (1230 px, Graham normalisation); evaluation restores the
+workdir's checkpoint, so full.py's ImageNet weight file (init_from) is not needed here.
 """
 
 from configs import full

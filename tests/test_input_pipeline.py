@@ -223,6 +223,11 @@ def test_dataset_prepared_without_sidecar_falls_back_to_the_records(config, capl
     assert path.read_text() == written
 
 
+def test_num_train_examples_is_the_split_size(config):
+    assert ip.num_train_examples(config) == 40
+    assert ip.num_train_examples(replace(config, train_split="train[:75%]")) == 30
+
+
 # ------------------------------------------------------------------------------------------------- balance
 
 

@@ -5,6 +5,9 @@ Two sources, chosen by the path: a Keras Inception-ResNet-v2 weight file (`.h5`,
 both M-Net and C-Net as the paper initialises them from ImageNet, the heads and A-Net keeping their fresh random
 init; or another zoomin_jax workdir, whose latest checkpoint gives all the variables (weights only: no optimiser
 state, no data position). Either way the result is placed on the target shardings.
+
+`check` runs first thing in training: a named file or workdir that is missing stops the run before the dataset is
+prepared or anything is compiled, saying where the file comes from. `init_from=""` is random initialisation.
 """
 
 from __future__ import annotations
@@ -17,12 +20,51 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomin_jax import checkpoint
+from zoomin_jax import checkpoint, paths
 from zoomin_jax.models import keras_import
 from zoomin_jax.models.inception_resnet import FULL_REPEATS
 
 # The sub-networks that are Inception-ResNet-v2 backbones (top-level keys of params and batch_stats).
 BACKBONES = ("mnet", "cnet")
+# Keras' ImageNet weights of Inception-ResNet-v2 without the classifier: the file configs/full.py starts from.
+KERAS_WEIGHTS = "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+KERAS_CACHE = "~/.keras/models"  # where keras.applications keeps the files it fetches
+
+
+def _has_checkpoint(workdir: str) -> bool:
+    folder = paths.join(paths.resolve(workdir), "checkpoints")
+    return folder.exists() and any(p.name.isdigit() for p in folder.iterdir())
+
+
+def check(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Raises before anything is prepared or compiled when `config.init_from` is needed and cannot be used.
+
+    Not needed when `workdir` already has a checkpoint (the run resumes from it and ignores init_from), nor with
+    `init_from=""` (random initialisation).
+
+    Raises:
+      FileNotFoundError: the named `.h5` file or workdir does not exist; the message says where the file comes from.
+      ValueError: a `.h5` file with M-Net or C-Net smaller than the network Keras' weights fit.
+    """
+    path = config.init_from
+    if not path or _has_checkpoint(workdir):
+        return
+    if path.endswith(".h5"):
+        check_full_backbones(config)
+    if paths.join(paths.resolve(path)).exists():
+        return
+    if path.endswith(".h5"):
+        raise FileNotFoundError(
+            f"config.init_from={path!r} does not exist. It is meant to be Keras' ImageNet weight file for "
+            f"Inception-ResNet-v2 without the top, {KERAS_WEIGHTS}: in Python with Keras installed, "
+            "keras.applications.InceptionResNetV2(weights='imagenet', include_top=False) fetches it into "
+            f"{KERAS_CACHE}/. Put it at {path} or pass --config.init_from=/path/to/{KERAS_WEIGHTS}; or train from "
+            "random weights with --config.init_from='' (far from the paper's figures: it initialises from ImageNet)."
+        )
+    raise FileNotFoundError(
+        f"config.init_from={path!r} does not exist: pass another run's workdir, a Keras Inception-ResNet-v2 .h5 "
+        "weight file, or '' for random initialisation"
+    )
 
 
 def check_full_backbones(config: ml_collections.ConfigDict) -> None:
@@ -125,6 +167,6 @@ def load(path: str, target: Any, config: ml_collections.ConfigDict, init_fn: Cal
     if not path.endswith(".h5"):
         return load_workdir(path, target)
     check_full_backbones(config)
-    backbone = keras_import.from_keras_h5(path)
+    backbone = keras_import.from_keras_h5(paths.resolve(path))
     logging.info("Initialising M-Net and C-Net from the Keras weights in %s; heads and A-Net from scratch", path)
     return place(merge_backbone(init_fn(), backbone), target)

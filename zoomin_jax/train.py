@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomin_jax import checkpoint, evaluate, init_from, paths, sharding
+from zoomin_jax import checkpoint, evaluate, init_from, paths, schedule, sharding
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
@@ -68,6 +68,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     paths.ensure_dir(workdir)
     mesh = sharding.make_mesh(config.mesh.data)
     validate_config(config, mesh.size)
+    init_from.check(config, workdir)  # a missing weight file stops the run here, before data or compiling
+    config = schedule.resolve(config, input_pipeline.num_train_examples(config))  # epochs -> steps; lr -> batch
     is_lead = jax.process_index() == 0
     if is_lead:
         paths.join(workdir, "config.json").write_text(config.to_json_best_effort(indent=2))

@@ -45,10 +45,19 @@ class Stage(NamedTuple):
 
 
 def stages(config: ml_collections.ConfigDict) -> list[Stage]:
-    """The stages in order with their global step ranges."""
+    """The stages in order with their global step ranges.
+
+    Raises:
+      ValueError: a stage without steps (one given in epochs needs `schedule.resolve` first).
+    """
     out, step = [], 0
     for name in config.stage_order:
         s = config.stages[name]
+        if s.steps <= 0:
+            raise ValueError(
+                f"stage {name!r} has steps={s.steps}: set config.stages.{name}.steps, or its epochs (> 0) and pass "
+                "the config through schedule.resolve(config, num_train) first, as train_and_evaluate does"
+            )
         out.append(Stage(name, step, step + s.steps, s))
         step += s.steps
     return out

@@ -441,6 +441,17 @@ def train_dataset(
     return _with_workers(batches.to_iter_dataset(_read_options(config)), config)
 
 
+def num_train_examples(config: ml_collections.ConfigDict) -> int:
+    """Examples in `config.data.train_split`, from the prepared dataset's split metadata (no record is read).
+
+    Prepares the dataset first if this data_dir lacks it, as the train iterator would. Stages given in epochs are
+    converted to steps with it (`schedule.resolve`).
+    """
+    from zoomin_jax.data import datasets
+
+    return int(datasets.open_builder(config).info.splits[config.data.train_split].num_examples)
+
+
 def train_iterator(
     config: ml_collections.ConfigDict,
     *,
