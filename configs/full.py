@@ -12,11 +12,13 @@ Hardware:  sized for 8 GPUs with 40+ GiB each on one host (global batch 32, 4 ph
 Wall time: about half an hour on 8 H100s and a host with 32 free cores, set by JPEG decoding, not by the GPUs
            (estimated, not measured: no accelerator and no EyePACS here).
            GPU compute: ~2.7 min. XLA's cost analysis counts 514 GFLOP per photograph for a joint train step at
-           these shapes (bench/train_step.py, below); M-Net's train step at 492 px is 227, its forward 75.6, C-Net's
-           train step on one 294 px patch 68.8, so the stages cost about 227 (M-Net), 88 (A-Net), 355 (C-Net) and
-           514 (joint) GFLOP per photograph: 4.92e17 FLOP for the 1.76 M photographs the four stages see, plus
-           1.5e16 for four stage-end evaluations of the 10,906 validation photographs with two test-time variants;
-           at 40% of an H100's 989 TFLOP/s dense bf16 on each of 8 GPUs (3.2e15 FLOP/s) that is ~160 s.
+           these shapes (compiled; bench/train_step.py, below). bench/flops.py splits the other stages into
+           backbone passes (M-Net's train step at 492 px 227 GFLOP, its forward 75.6; C-Net's train step on one
+           294 px patch 68.8): about 227 (M-Net), 88 (A-Net), 363 (C-Net) and 514 (joint) GFLOP per photograph,
+           4.96e17 FLOP for the 1.76 M photographs the four stages see, plus 1.5e16 for four stage-end evaluations
+           of the 10,906 validation photographs with two test-time variants; at 40% of an H100's 989 TFLOP/s dense
+           bf16 on each of 8 GPUs (3.2e15 FLOP/s) that is ~160 s:
+             python bench/flops.py --config=configs/full.py --joint_gflop=514
            Input: decoding and augmenting a 1230 px photograph takes one CPU core 22-32 ms (31-46 per second; README,
            "Speed"), so 1.76 M photographs take 20-30 min on data.num_workers=32 worker processes; keeping the GPUs
            busy would take ~250-360 cores. Add a few minutes of compiling (one train step per stage, one eval step).
