@@ -143,10 +143,11 @@ def test_process_sharding(config, train_source):
         assert p0["image"].shape[0] == 2
         assert not set(p0["index"]) & set(p1["index"])
         assert sorted([*p0["index"], *p1["index"]]) == sorted(whole[k]["index"])
-        # process p holds rows p, p+2 of the global batch, augmented identically (seeded by global position)
+        # process p holds rows 2p, 2p+1 of the global batch (its contiguous block, so the global array has the
+        # one-process row order), augmented identically (seeded by global position)
         for p, part in enumerate((p0, p1)):
             for key in part:
-                np.testing.assert_array_equal(part[key], whole[k][key][p::2], err_msg=key)
+                np.testing.assert_array_equal(part[key], whole[k][key][2 * p:2 * p + 2], err_msg=key)
 
 
 def tf_loaded(_):

@@ -5,8 +5,9 @@ p // n (n = split size) and names an example through a per-epoch permutation (gr
 epoch) or, with `config.data.balance.enabled`, through a per-epoch sample with replacement from class-balanced
 weights. Each position is read, decoded and augmented (a grain `random_map`, so the augmentation's generator is
 seeded by the config seed and the global position: the same whatever the number of processes or workers). Global
-batch k holds positions [k G, (k+1) G) (G = config.batch_size); process i of P keeps the positions i, i+P, i+2P, ...
-of it (G / P rows), so processes see disjoint parts of every global batch and together all of it. Batching happens on
+batch k holds positions [k G, (k+1) G) (G = config.batch_size); process i of P keeps the contiguous block
+[k G + i b, k G + (i+1) b) of it (b = G / P rows), so processes see disjoint parts of every global batch and together
+all of it, and the global array they assemble (devices in process order) has the one-process row order. Batching on
 the random-access dataset, then grain turns it into an iterator with thread prefetch and `num_workers` worker
 processes. The iterator's position is `iterator.get_state()`; `set_state` on a fresh iterator continues with
 bit-identical batches (see `docs/input_pipeline.md` for Orbax).
@@ -434,8 +435,8 @@ def train_dataset(
         _TrainExample(source, config.model.image_size, config.data.max_lesions, flags),
         seed=_augment_seed(config.seed),
     )
-    local = examples.slice(slice(process_index, None, process_count))
-    batches = local.batch(b, drop_remainder=True, batch_fn=collate)
+    # Blocks of b consecutive positions; global batch k is blocks kP .. kP + P - 1, process i takes block kP + i.
+    batches = examples.batch(b, drop_remainder=True, batch_fn=collate).slice(slice(process_index, None, process_count))
     if start_step:
         batches = batches.slice(slice(int(start_step), None))
     return _with_workers(batches.to_iter_dataset(_read_options(config)), config)
