@@ -70,8 +70,8 @@ def forward_demo(config: ml_collections.ConfigDict) -> dict:
     Returns:
       The outputs as numpy arrays, plus 'param_counts' and 'lesion_recall' (of the untrained boxes).
     """
+    validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     mesh = sharding.make_mesh(config.mesh.data)
-    validate_config(config, mesh.size)
     model = build(config)
     counts = param_counts(abstract_variables(model, config)["params"])
     print("Parameters per sub-network: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))

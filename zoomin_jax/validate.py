@@ -13,12 +13,16 @@ class ConfigError(ValueError):
     """A config that cannot work; the message says which field, its value, and what would."""
 
 
-def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Raises ConfigError on the first field that cannot work.
+def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
+                    local_devices: int | None = None) -> None:
+    """Raises ConfigError listing every field that cannot work (call it before anything is created or compiled).
 
     Args:
       config: a full config (configs/default.py schema).
-      num_devices: devices on the mesh's data axis (global), which must divide the global batch.
+      num_devices: devices visible to the run, all processes together (`jax.device_count()`); the mesh's data axis
+        is all of them (mesh.data=-1) or the first mesh.data.
+      num_processes: `jax.process_count()`; each feeds batch / num_processes rows to its own devices.
+      local_devices: this process's devices (`jax.local_device_count()`; default num_devices / num_processes).
     """
     m = config.model
     r = m.regions
@@ -74,10 +78,41 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         problems.append(f"model.pooling={m.pooling!r} must be one of {POOLINGS}")
     if m.dtype not in DTYPES:
         problems.append(f"model.dtype={m.dtype!r} must be one of {sorted(DTYPES)}")
-    if config.batch_size % num_devices:
-        problems.append(
-            f"batch_size={config.batch_size} is not divisible by the {num_devices} devices of the data axis; "
-            f"use a multiple of {num_devices} (e.g. {num_devices * max(1, config.batch_size // num_devices)})"
-        )
+    problems += _device_problems(config, num_devices, num_processes, local_devices)
     if problems:
         raise ConfigError("Config cannot work:\n  - " + "\n  - ".join(problems))
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _device_problems(config: ml_collections.ConfigDict, num_devices: int, num_processes: int,
+                     local_devices: int | None) -> list[str]:
+    """The mesh and batch-size rules: every device gets whole rows, every process the same share of them."""
+    data = config.mesh.data
+    if isinstance(data, bool) or not isinstance(data, int) or not (data == -1 or 1 <= data <= num_devices):
+        return [f"mesh.data={data!r} must be -1 (all {num_devices} devices) or a device count in 1..{num_devices}"]
+    axis = num_devices if data == -1 else data
+    if num_processes > 1 and axis != num_devices:
+        return [f"mesh.data={data} uses {axis} of the {num_devices} devices, but each of the {num_processes} "
+                "processes feeds its own devices, so the mesh must span them all: use mesh.data=-1"]
+    local = axis if num_processes == 1 else (local_devices or num_devices // num_processes)  # on the mesh
+    if local * num_processes != axis:
+        return [f"{num_processes} processes with {local} devices each do not make up the {axis} devices of the data "
+                "axis: give every process the same number of devices"]
+    problems = []
+    for field, value in (("batch_size", config.batch_size), ("data.eval_batch_size", config.data.eval_batch_size)):
+        if not _positive_int(value):
+            problems.append(f"{field}={value!r} must be a positive integer, a multiple of the {axis} devices of the "
+                            f"data axis (e.g. {axis})")
+        elif value % axis:
+            split = ""
+            if num_processes > 1 and value % num_processes:
+                split = f" ({value} rows do not split evenly over {num_processes} processes)"
+            elif num_processes > 1:
+                split = f" (each of {num_processes} processes would feed {value // num_processes} rows to {local} "
+                split += "devices)"
+            problems.append(f"{field}={value} is not divisible by the {axis} devices of the data axis{split}; "
+                            f"use a multiple of {axis} (e.g. {axis * max(1, round(value / axis))})")
+    return problems
