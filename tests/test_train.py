@@ -1,7 +1,8 @@
-"""End to end on a tiny synthetic dataset: staged training, crash + resume, eval in a new process."""
+"""End to end on a tiny synthetic dataset: staged training, preemption + crash + resume, eval in a new process."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 from tiny import tiny_config
 
-from zoomin_jax import checkpoint, train
+from zoomin_jax import checkpoint, preemption, train
+from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,35 +61,67 @@ def test_run_writes_reports_metrics_and_predictions(uninterrupted):
     assert "Zoom-in-Net" in open(wd / "ablation.txt").read()
 
 
-def test_crash_and_resume_ends_with_exactly_the_uninterrupted_parameters(uninterrupted, data_dir, tmp_path,
-                                                                        monkeypatch):
+def test_preemptions_and_a_crash_then_resume_end_with_exactly_the_uninterrupted_run(uninterrupted, data_dir,
+                                                                                     tmp_path, monkeypatch):
+    """SIGTERM on stage mnet's last step, SIGTERM again during the evaluation the re-run owes, kill -9 mid-stage
+    cnet, then the same command again: parameters, reports and metrics rows equal the uninterrupted run's."""
     wd_a, results_a = uninterrupted
     c = e2e_config(data_dir)
-    real = train.make_train_step
+    real_step, real_eval = train.make_train_step, input_pipeline.eval_iterator
 
-    def crashing(*args, **kwargs):
-        step = real(*args, **kwargs)
+    def interrupting(at_step, action):
+        def make(*args, **kwargs):
+            step = real_step(*args, **kwargs)
 
-        def wrapped(state, batch):
-            if int(state.step) == 6:  # like kill -9 before step 7: checkpoints exist at 4 (stage end) and 5
-                raise KeyboardInterrupt("simulated crash")
-            return step(state, batch)
+            def wrapped(state, batch):
+                if int(state.step) == at_step:
+                    action()
+                return step(state, batch)
 
-        return wrapped
+            return wrapped
 
-    monkeypatch.setattr(train, "make_train_step", crashing)
+        return make
+
+    def sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def crash():  # like kill -9: no handler, no save
+        raise KeyboardInterrupt("simulated crash")
+
+    # 1. SIGTERM during step 4, the last of stage mnet: step 4 is saved, its evaluation is not run.
+    monkeypatch.setattr(train, "make_train_step", interrupting(3, sigterm))
+    with pytest.raises(preemption.Preempted, match=r"SIGTERM in stage mnet: step 4 is saved") as e:
+        train.train_and_evaluate(c, str(tmp_path))
+    assert e.value.saved_step == 4 == checkpoint.Checkpointer(str(tmp_path), async_save=False).latest_step()
+    assert not (tmp_path / "eval_results.json").exists()
+    # 2. The re-run owes stage mnet's evaluation; SIGTERM before its first batch: nothing new is written.
+    monkeypatch.setattr(train, "make_train_step", real_step)
+    monkeypatch.setattr(input_pipeline, "eval_iterator", lambda *a, **k: (sigterm(), real_eval(*a, **k))[1])
+    with pytest.raises(preemption.Preempted, match=r"during the evaluation .*step 4 is saved.* stage mnet runs on"):
+        train.train_and_evaluate(c, str(tmp_path))
+    assert checkpoint.Checkpointer(str(tmp_path), async_save=False).all_steps() == [4]
+    assert not (tmp_path / "eval_results.json").exists() and not (tmp_path / "predictions").exists()
+    # 3. The re-run evaluates mnet at step 4, then crashes before step 7 (checkpoints at 4 and 5).
+    monkeypatch.setattr(input_pipeline, "eval_iterator", real_eval)
+    monkeypatch.setattr(train, "make_train_step", interrupting(6, crash))
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(c, str(tmp_path))
     assert checkpoint.Checkpointer(str(tmp_path), async_save=False).latest_step() == 5
-    monkeypatch.setattr(train, "make_train_step", real)
-    results_b = train.train_and_evaluate(c, str(tmp_path))  # the same command again: resumes mid-stage at 5
+    # 4. The same command again resumes mid-stage at 5 and finishes.
+    monkeypatch.setattr(train, "make_train_step", real_step)
+    results_b = train.train_and_evaluate(c, str(tmp_path))
 
     step_a, params_a = final_params(wd_a, c)
     step_b, params_b = final_params(tmp_path, c)
     assert step_a == step_b == 8
     leaves_a, leaves_b = jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)
     assert all(np.array_equal(a, b) for a, b in zip(leaves_a, leaves_b, strict=True))
-    assert results_b["Zoom-in-Net"]["kappa"] == results_a["Zoom-in-Net"]["kappa"]
+    for head in ("M-Net", "Zoom-in-Net"):  # M-Net's from the evaluation the preempted runs owed
+        assert results_b[head]["confusion_matrix"] == results_a[head]["confusion_matrix"]
+        assert results_b[head]["kappa"] == results_a[head]["kappa"]
+    rows_a, rows_b = ([(r["step"], r["kind"], r.get("loss")) for r in map(json.loads, open(w / "metrics.jsonl"))]
+                      for w in (wd_a, tmp_path))
+    assert rows_b == rows_a  # every step once, replayed rows replaced
 
 
 def test_eval_mode_restores_in_a_new_process(uninterrupted, data_dir):

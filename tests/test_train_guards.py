@@ -1,13 +1,16 @@
-"""The trainer's guards: a non-finite loss stops the run naming the steps; SIGTERM is caught; progress has an ETA."""
+"""The trainer's guards: a non-finite loss stops the run naming the steps; SIGTERM is caught; replayed metrics rows
+are replaced; progress has an ETA; bad batch sizes are refused before the workdir exists."""
 
+import json
 import os
 import signal
 
 import jax.numpy as jnp
 import pytest
 
-from zoomin_jax import train
-from zoomin_jax.progress import Progress
+from zoomin_jax import preemption, train
+from zoomin_jax.progress import MetricWriter, Progress
+from zoomin_jax.validate import ConfigError, validate_config
 
 
 def test_non_finite_loss_names_the_step_and_the_last_good_checkpoint():
@@ -20,15 +23,28 @@ def test_non_finite_loss_names_the_step_and_the_last_good_checkpoint():
     assert float(fetched[0]["loss"]) == 1.0
 
 
-def test_sigterm_requests_a_save_and_exit_instead_of_killing():
+def test_sigterm_is_a_flag_read_at_check_points_and_the_old_handler_comes_back():
     previous = signal.getsignal(signal.SIGTERM)
-    try:
-        p = train._Preemption()
-        assert not p.requested
+    with preemption.Preemption() as p:  # one process, no jax.distributed: a Python handler
+        assert p.mechanism == "SIGTERM flag"
+        assert not p.check()
         os.kill(os.getpid(), signal.SIGTERM)  # would end the test process without the handler
-        assert p.requested
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        assert p.requested and p.check() and p.checks == 2
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+def test_metric_writer_drops_rows_of_steps_that_a_resume_replays(tmp_path):
+    w = MetricWriter(str(tmp_path), resume_step=None)
+    for step, kind in ((2, "train"), (4, "train"), (4, "eval"), (6, "train")):
+        w.write(step, kind, {"loss": step})
+    w.close()
+    (tmp_path / "metrics.jsonl").open("a").write('{"step": 8, "kind": "tr')  # a row cut by kill -9
+    w = MetricWriter(str(tmp_path), resume_step=4)  # resumed from the step-4 checkpoint: 5, 6, ... come again
+    w.write(6, "train", {"loss": 60})
+    w.drop(4, "eval")  # its evaluation is about to run again
+    w.close()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in rows] == [(2, 2), (4, 4), (6, 60)]
 
 
 def test_progress_line_has_rate_images_per_second_and_eta(monkeypatch):
@@ -38,3 +54,34 @@ def test_progress_line_has_rate_images_per_second_and_eta(monkeypatch):
     line = p.line(50, "mnet", {"loss": 0.5})
     # 50 steps in 10 s: 5 steps/s, 40 img/s, 950 steps left -> 190 s.
     assert "step 50/1000" in line and "5.00 steps/s" in line and "40.0 img/s" in line and "ETA 3m10s" in line
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("batch_size", 0, r"batch_size=0 must be a positive integer"),
+    ("batch_size", -8, r"batch_size=-8 must be a positive integer"),
+    ("data.eval_batch_size", 12, r"data.eval_batch_size=12 is not divisible by the 8 devices"),
+    ("mesh.data", 9, r"mesh.data=9 must be -1 \(all 8 devices\) or a device count in 1..8"),
+])
+def test_bad_batch_sizes_are_refused_before_the_workdir_is_touched(tmp_path, field, value, pattern):
+    from tiny import tiny_config
+
+    c = tiny_config(str(tmp_path / "tfds"))
+    section, _, name = field.rpartition(".")
+    setattr(c[section] if section else c, name, value)
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=pattern):
+        train.train_and_evaluate(c, str(workdir))
+    assert not workdir.exists() and not (tmp_path / "tfds").exists()
+
+
+def test_two_processes_are_checked_with_their_share_of_rows():
+    from tiny import tiny_config
+
+    c = tiny_config()
+    c.batch_size = 4  # 2 rows per process, 4 devices each
+    with pytest.raises(ConfigError, match=r"batch_size=4 is not divisible by the 8 devices of the data axis \(each "
+                                          r"of 2 processes would feed 2 rows to 4 devices\)"):
+        validate_config(c, 8, 2, 4)
+    c.batch_size, c.mesh.data = 8, 4
+    with pytest.raises(ConfigError, match=r"mesh.data=4 uses 4 of the 8 devices.*use mesh.data=-1"):
+        validate_config(c, 8, 2, 4)

@@ -24,6 +24,7 @@ from zoomin_jax import checkpoint, metrics, paths, sharding
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build
 from zoomin_jax.models.zoom_in import ZoomInNet
+from zoomin_jax.preemption import Preempted, Preemption
 from zoomin_jax.validate import validate_config
 
 HEADS = {"mnet": "M-Net", "mnet_anet": "M-Net + A-Net", "zoom_in": "Zoom-in-Net"}
@@ -48,12 +49,16 @@ def head_probabilities(out: dict) -> dict[str, jnp.ndarray]:
 
 
 def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identity",)):
-    """jit(variables, images) -> {'probs': {head: (B, K)}, 'boxes', 'box_scores'}, batch sharded on 'data'."""
+    """jit(variables, images, index) -> {'probs': {head: (B, K)}, 'boxes', 'box_scores', 'index'}.
+
+    Images and index are sharded on 'data'; the index (each row's position in the split, -1 on padding) travels
+    with the outputs, so a row's predictions are joined to its label by the index, never by position.
+    """
     unknown = [t for t in tta if t not in TTA]
     if unknown:
         raise ValueError(f"config.data.eval_tta has unknown variants {unknown}; choose from {sorted(TTA)}")
 
-    def step(variables, images):
+    def step(variables, images, index):
         base = model.apply(variables, images, train=False)
         probs = head_probabilities(base) if "identity" in tta else None
         for name in tta:
@@ -62,44 +67,68 @@ def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identi
             p = head_probabilities(model.apply(variables, TTA[name](images), train=False))
             probs = p if probs is None else jax.tree_util.tree_map(jnp.add, probs, p)
         probs = jax.tree_util.tree_map(lambda p: p / len(tta), probs)
-        return {"probs": probs, "boxes": base["boxes"], "box_scores": base["box_scores"]}
+        return {"probs": probs, "boxes": base["boxes"], "box_scores": base["box_scores"], "index": index}
 
-    return jax.jit(step, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-                   out_shardings=sharding.batch_sharding(mesh))
+    batch = sharding.batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(sharding.replicated(mesh), batch, batch), out_shardings=batch)
+
+
+HOST_KEYS = ("label", "lesion_boxes", "lesion_kinds", "lesion_valid", "index", "fov_rows", "optic_disc",
+             "optic_disc_valid")
 
 
 def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict, mesh: Mesh, split: str,
-            eval_step=None) -> dict:
+            eval_step=None, preemption: Preemption | None = None) -> dict:
     """Runs the eval step over a whole split (`eval_step` from `make_eval_step`, to reuse its compilation).
+
+    Device outputs (gathered in device order) and host rows (labels, ids, lesions; gathered in process order) are
+    joined by the example index each carries; padding rows (index -1, mask False) are dropped.
+
+    Args:
+      preemption: checked before every batch (on every process alike); after SIGTERM, raises `Preempted`.
 
     Returns:
       numpy arrays over the split's examples in split order: 'probs' {head: (n, K)}, 'boxes' (n, N, 4),
-      'box_scores', 'label', 'lesion_boxes', 'lesion_kinds', 'lesion_valid', and 'id' (list of str).
+      'box_scores', 'label', 'lesion_boxes', 'lesion_kinds', 'lesion_valid', 'index', and 'id' (list of str).
     """
     eval_step = eval_step or make_eval_step(model, mesh, tuple(config.data.eval_tta))
-    rows: dict[str, list] = {}
-    for batch in input_pipeline.eval_iterator(config, split):
-        out = eval_step(variables, sharding.to_global(batch["image"], mesh))
-        out = multihost_utils.process_allgather(out, tiled=True)
-        host = {k: batch[k] for k in ("label", "lesion_boxes", "lesion_kinds", "lesion_valid", "mask", "index",
-                                      "fov_rows", "optic_disc", "optic_disc_valid")}
+    device_rows: dict[str, list] = {}
+    host_rows: dict[str, list] = {}
+    for k, batch in enumerate(input_pipeline.eval_iterator(config, split)):
+        if preemption is not None and preemption.check():
+            raise Preempted(f"SIGTERM during the evaluation on {split!r} (before batch {k + 1}); nothing new saved")
+        images, index = sharding.to_global((batch["image"], batch["index"]), mesh)
+        out = multihost_utils.process_allgather(eval_step(variables, images, index), tiled=True)
+        host = {key: batch[key] for key in HOST_KEYS}
         host["id"] = np.asarray(batch["id"], dtype=object)
         if jax.process_count() > 1:  # every host needs every row's labels to compute the metrics
-            host = {k: _allgather_host(v) for k, v in host.items()}
-        keep = host["mask"]
-        for k, v in {**host, "boxes": out["boxes"], "box_scores": out["box_scores"]}.items():
-            rows.setdefault(k, []).append(np.asarray(v)[keep])
-        for h, p in out["probs"].items():
-            rows.setdefault(f"probs/{h}", []).append(np.asarray(p)[keep])
-    if not rows:
+            host = {key: _allgather_host(v) for key, v in host.items()}
+        for key, v in {"boxes": out["boxes"], "box_scores": out["box_scores"], "index": out["index"],
+                       **{f"probs/{h}": p for h, p in out["probs"].items()}}.items():
+            device_rows.setdefault(key, []).append(np.asarray(v))
+        for key, v in host.items():
+            host_rows.setdefault(key, []).append(np.asarray(v))
+    if not host_rows:
         raise ValueError(f"split {split!r} of {config.data.name} has no examples to evaluate")
-    cat = {k: np.concatenate(v) for k, v in rows.items()}
-    order = np.argsort(cat.pop("index"), kind="stable")
-    cat = {k: v[order] for k, v in cat.items()}
-    cat.pop("mask")
-    cat["probs"] = {h: cat.pop(f"probs/{h}") for h in HEADS}
+    device, host = _real_rows_by_index(device_rows), _real_rows_by_index(host_rows)
+    if not np.array_equal(device["index"], host["index"]):
+        raise AssertionError(f"evaluation rows do not pair up: device indices {device['index'][:10]}..., host "
+                             f"indices {host['index'][:10]}...")
+    cat = {**host, "boxes": device["boxes"], "box_scores": device["box_scores"]}
+    cat["probs"] = {h: device[f"probs/{h}"] for h in HEADS}
     cat["id"] = [str(x) for x in cat["id"]]
     return cat
+
+
+def _real_rows_by_index(rows: dict[str, list]) -> dict[str, np.ndarray]:
+    """Concatenates batches, drops padding (index < 0) and sorts by index; duplicate indices are an error."""
+    cat = {k: np.concatenate(v) for k, v in rows.items()}
+    real = cat["index"] >= 0
+    order = np.argsort(cat["index"][real], kind="stable")
+    out = {k: v[real][order] for k, v in cat.items()}
+    if len(out["index"]) and np.any(np.diff(out["index"]) == 0):
+        raise AssertionError("an example index occurs twice in the evaluation rows")
+    return out
 
 
 def _allgather_host(x: np.ndarray) -> np.ndarray:
@@ -135,7 +164,8 @@ def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] 
 
 def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str,
                    step: int, head: str = "all", tag: str = "eval", split: str | None = None,
-                   thresholds: dict[str, list] | None = None, eval_step=None) -> dict[str, dict]:
+                   thresholds: dict[str, list] | None = None, eval_step=None,
+                   preemption: Preemption | None = None) -> dict[str, dict]:
     """Evaluates the asked head(s) on a split, writes the predictions CSV, prints a summary.
 
     Args:
@@ -143,13 +173,14 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
       split: defaults to config.data.eval_split.
       thresholds: {head: 4 thresholds} fitted elsewhere (e.g. on validation); when None they are fitted on this
         split's expected grades, which is optimistic for this split and recorded as such.
+      preemption: checked between batches; after SIGTERM `Preempted` is raised and nothing is written.
 
     Returns:
       {display name: grading report (+ 'lesion_recall' with its chance levels 'chance@k', 'optic_disc' where the
       dataset has optic-disc boxes, 'split', 'step', 'thresholds_fitted_on')}.
     """
     split = split or config.data.eval_split
-    preds = predict(model, variables, config, mesh, split, eval_step)
+    preds = predict(model, variables, config, mesh, split, eval_step, preemption)
     heads = list(HEADS) if head == "all" else [head]
     recall, patch = None, int(config.model.regions.patch_size)
     if preds["lesion_valid"].any():
@@ -200,10 +231,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     """`--mode=eval`: restores a checkpoint's model (no optimiser, no training data) and evaluates all heads.
 
     Thresholds fitted on `config.data.eval_split` during training are applied when evaluating another split.
+    SIGTERM stops it between batches (`Preempted`, exit status 75 from main.py); nothing is written.
     """
+    validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     workdir = paths.resolve(workdir)
     mesh = sharding.make_mesh(config.mesh.data)
-    validate_config(config, mesh.size)
     model = build(config)
     ckpt = checkpoint.Checkpointer(workdir, async_save=False)
     step = ckpt.latest_step() if step is None else step
@@ -222,8 +254,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
         saved = load_results(workdir)
         thresholds = {h: saved[name]["thresholds"] for h, name in HEADS.items()
                       if name in saved and "thresholds" in saved[name]}
-    reports = evaluate_heads(model, variables, config, mesh, workdir, step, head="all", tag="eval",
-                             split=split, thresholds=thresholds)
+    with Preemption() as preemption:
+        reports = evaluate_heads(model, variables, config, mesh, workdir, step, head="all", tag="eval",
+                                 split=split, thresholds=thresholds, preemption=preemption)
     print(f"\nCheckpoint step {step} on '{split}' ({config.data.name}):\n{metrics.format_ablation_table(reports)}")
     if jax.process_index() == 0:
         name = f"eval_step{step}_{split}.json".replace("/", "_")

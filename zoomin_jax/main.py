@@ -3,9 +3,13 @@
     python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default            # train (resumes)
     python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=eval  # restore + evaluate
     python -m zoomin_jax.main --config=configs/default.py --mode=forward                      # one forward pass
+
+Exit status: 0 finished; 75 (EX_TEMPFAIL) preempted by SIGTERM, the last completed step saved: run the same
+command again to resume; anything else: failed.
 """
 
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -37,14 +41,23 @@ def main(argv):
         # None everywhere lets jax detect Cloud TPU / SLURM / Open MPI by itself.
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    from zoomin_jax import evaluate, forward, train
+    from zoomin_jax import evaluate, forward, preemption, train
 
-    if FLAGS.mode == "train":
-        train.train_and_evaluate(config, FLAGS.workdir)
-    elif FLAGS.mode == "eval":
-        evaluate.evaluate_checkpoint(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split)
-    else:
-        forward.forward_demo(config)
+    try:
+        if FLAGS.mode == "train":
+            train.train_and_evaluate(config, FLAGS.workdir)
+        elif FLAGS.mode == "eval":
+            evaluate.evaluate_checkpoint(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split)
+        else:
+            forward.forward_demo(config)
+    except preemption.Preempted as e:
+        if jax.process_count() > 1:  # leave together: none is cut off (e.g. by srun --kill-on-bad-exit) mid-save
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("zoomin_jax preempted")
+        print(f"Preempted: {e}. Exit status {preemption.EXIT_PREEMPTED}: re-run the same command to resume.",
+              flush=True)
+        sys.exit(preemption.EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

@@ -36,14 +36,24 @@ class Progress:
 
 
 class MetricWriter:
-    """Appends {'step', 'kind', ...} records to <workdir>/metrics.jsonl and scalars to TensorBoard event files."""
+    """Appends {'step', 'kind', ...} records to <workdir>/metrics.jsonl and scalars to TensorBoard event files.
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    On resume (`resume_step`), rows of steps after it are dropped when the writer opens: those steps are trained
+    again and write their rows anew, so each step has one row however often the run was interrupted.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True, resume_step: int | None = None):
         self.enabled = enabled
         self.path = paths.join(workdir, "metrics.jsonl")
+        self.remote = paths.is_remote(str(workdir))
         self.records: list[str] = []  # remote files cannot be appended to: rewritten whole
         self.tb = None
-        if enabled and not paths.is_remote(workdir):
+        if not enabled:
+            return
+        if self.path.exists() and (resume_step is not None or self.remote):
+            self._rewrite([r for r in self.path.read_text().splitlines(keepends=True)
+                           if r.strip() and (resume_step is None or _step(r) <= resume_step)])
+        if not self.remote:
             try:
                 from tensorboardX import SummaryWriter
 
@@ -51,11 +61,28 @@ class MetricWriter:
             except ImportError:  # TensorBoard files are a convenience; JSON lines are the record
                 logging.warning("tensorboardX is not installed: writing metrics.jsonl only")
 
+    def _rewrite(self, lines: list[str]) -> None:
+        if self.remote:
+            self.records = lines
+            self.path.write_text("".join(lines))
+            return
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            f.write("".join(lines))
+        os.replace(tmp, self.path)  # a crash mid-rewrite leaves the old file, never half of it
+
+    def drop(self, step: int, kind: str) -> None:
+        """Removes the rows of one kind at one step (an evaluation about to be run again)."""
+        if not self.enabled or not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        self._rewrite([r for r in lines if r.strip() and not (_step(r) == step and json.loads(r).get("kind") == kind)])
+
     def write(self, step: int, kind: str, values: dict) -> None:
         if not self.enabled:
             return
         line = json.dumps({"step": int(step), "kind": kind, **values}) + "\n"
-        if paths.is_remote(str(self.path)):
+        if self.remote:
             self.records.append(line)
             self.path.write_text("".join(self.records))
         else:
@@ -70,3 +97,10 @@ class MetricWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a line cut by a crash mid-write: dropped with the replayed steps
+        return 1 << 62

@@ -7,13 +7,14 @@ Reads top to bottom like the recipe it is:
   3. for each stage in `config.stage_order`: an optimiser whose mask freezes the other sub-networks, a train step
      that donates the state, progress lines, asynchronous checkpoints, and an evaluation of the stage's head;
   4. the paper's ablation table (M-Net, M-Net + A-Net, Zoom-in-Net) on the evaluation split.
-A non-finite loss stops the run naming the step range; no checkpoint is written after it. SIGTERM saves and exits.
+A non-finite loss stops the run naming the step range; no checkpoint is written after it. SIGTERM stops every
+process at the same agreed check point (`preemption.py`): during training after saving that step, during an
+evaluation between batches with nothing new to save; a resumed run re-runs a stage-end evaluation it lacks.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -21,28 +22,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomin_jax import checkpoint, evaluate, init_from, paths, schedule, sharding
+from zoomin_jax import checkpoint, evaluate, init_from, paths, preemption, schedule, sharding
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
 from zoomin_jax.progress import MetricWriter, Progress
 from zoomin_jax.train_step import TrainState, make_optimizer, make_train_step, stages
 from zoomin_jax.validate import validate_config
-
-
-class _Preemption:
-    """Records SIGTERM so the loop can save and exit between steps."""
-
-    def __init__(self):
-        self.requested = False
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. some test runners): no handler
-            pass
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM: saving a checkpoint and exiting after this step")
-        self.requested = True
 
 
 def _check_finite(pending: list[tuple[int, dict]], last_good: int | None) -> list[dict]:
@@ -58,16 +44,28 @@ def _check_finite(pending: list[tuple[int, dict]], last_good: int | None) -> lis
     return fetched
 
 
+def _eval_done(results: dict, stage) -> bool:
+    """Whether the stage-end evaluation of `stage` is in eval_results.json (a run stopped before it may not be)."""
+    heads = list(evaluate.HEADS) if stage.config.head == "all" else [stage.config.head]
+    return all(results.get(evaluate.HEADS[h], {}).get("step") == stage.end for h in heads)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains all stages (resuming where the workdir left off) and evaluates each stage's head.
 
     Returns:
       {head name: grading report} from the latest evaluation of each head, as in the printed ablation table.
+
+    Raises:
+      preemption.Preempted: after SIGTERM, at a check point all processes agree on; the last completed step is
+        saved (during an evaluation nothing new is: its stage-end step already is, and the evaluation runs again
+        on resume). `python -m zoomin_jax.main` turns it into exit status 75.
     """
+    # Every batch-size and device-count rule before the workdir is touched or anything compiled.
+    validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     workdir = paths.resolve(workdir)
     paths.ensure_dir(workdir)
     mesh = sharding.make_mesh(config.mesh.data)
-    validate_config(config, mesh.size)
     init_from.check(config, workdir)  # a missing weight file stops the run here, before data or compiling
     config = schedule.resolve(config, input_pipeline.num_train_examples(config))  # epochs -> steps; lr -> batch
     is_lead = jax.process_index() == 0
@@ -95,64 +93,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         variables = init_variables(model, config, mesh, jax.random.PRNGKey(config.seed))
 
-    writer = MetricWriter(workdir, enabled=is_lead)
-    preempt = _Preemption()
+    writer = MetricWriter(workdir, enabled=is_lead, resume_step=start)  # rows of steps to be replayed go
     results = evaluate.load_results(workdir)
     eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta))  # compiled once, used per stage
     local_rows = config.batch_size // jax.process_count()
+    preempt = preemption.Preemption()
+    logging.info("Preemption: %s", preempt.mechanism)
     try:
         for stage in plan:
-            if start >= stage.end:
+            if start > stage.end or stage.end == stage.begin:
                 continue
-            params, batch_stats = variables["params"], variables["batch_stats"]
-            tx = make_optimizer(config, stage.config, params)
-            opt_abstract = jax.eval_shape(tx.init, params)
-            opt_sharding = jax.tree_util.tree_map(lambda _: repl, opt_abstract)
-            if start > stage.begin:  # resuming inside this stage: its optimiser state is in the checkpoint
-                opt_target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
-                              "opt_state": checkpoint.abstract_with_sharding(opt_abstract, opt_sharding)}
-                opt_state = ckpt.restore(start, None, opt=opt_target)["opt"]["opt_state"]
-            else:
-                opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
-            state = TrainState(jax.device_put(jnp.asarray(start, jnp.int32), repl), params, batch_stats, opt_state)
-            state_sharding = TrainState(repl, jax.tree_util.tree_map(lambda _: repl, params),
-                                        jax.tree_util.tree_map(lambda _: repl, batch_stats), opt_sharding)
-            train_step = make_train_step(model, config, stage.config, tx, mesh, state_sharding)
-            logging.info("Stage %s: steps %d-%d, training %s", stage.name, stage.begin + 1, stage.end,
-                         ", ".join(stage.config.trainable))
-            progress = Progress(total, config.batch_size, start)
-            pending: list[tuple[int, dict]] = []
-            for step in range(start, stage.end):
-                batch = next(train_iter)
-                assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
-                state, metrics = train_step(state, sharding.to_global({"image": batch["image"],
-                                                                       "label": batch["label"]}, mesh))
-                pending.append((step, metrics))
-                done = step + 1
-                # The stage's last step is saved after its evaluation (below), so a stage-end checkpoint
-                # always comes with its eval, even when a crash falls in between.
-                save = (done % config.checkpoint_every == 0 and done != stage.end) or preempt.requested
-                if done % config.log_every == 0 or save or done == stage.end:
-                    fetched = _check_finite(pending, ckpt.latest_step())
-                    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
-                    print(progress.line(done, stage.name, means), flush=True)
-                    writer.write(done, "train", {"stage": stage.name, **means})
-                    pending = []
-                if save:
-                    ckpt.save(done, {"params": state.params, "batch_stats": state.batch_stats},
-                              {"step": state.step, "opt_state": state.opt_state}, train_iter)
-                if preempt.requested:
-                    logging.warning("Saved step %d after SIGTERM; re-run the same command to resume.", done)
-                    raise SystemExit(0)
-            variables = {"params": state.params, "batch_stats": state.batch_stats}
-            start = stage.end
-            reports = evaluate.evaluate_heads(model, variables, config, mesh, workdir, step=start,
-                                              head=stage.config.head, tag=stage.name, eval_step=eval_step)
-            results.update(reports)
-            evaluate.save_results(workdir, results)
-            writer.write(start, "eval", {"stage": stage.name, **{h: r["kappa"] for h, r in reports.items()}})
-            ckpt.save(start, variables, {"step": state.step, "opt_state": state.opt_state}, train_iter)
+            if start < stage.end:
+                if preempt.check():  # between stages, before the next one compiles
+                    raise preemption.Preempted(f"SIGTERM before stage {stage.name}; step {start} is saved", start)
+                variables = _train_stage(config, model, mesh, stage, variables, start, total, ckpt,
+                                                train_iter, writer, preempt, local_rows)
+                start = stage.end
+            if not _eval_done(results, stage):  # also after a resume that stopped between the save and the eval
+                writer.drop(stage.end, "eval")
+                try:
+                    reports = evaluate.evaluate_heads(model, variables, config, mesh, workdir, step=stage.end,
+                                                      head=stage.config.head, tag=stage.name, eval_step=eval_step,
+                                                      preemption=preempt)
+                except preemption.Preempted as e:
+                    raise preemption.Preempted(f"{e}; step {stage.end} is saved and the evaluation of stage "
+                                               f"{stage.name} runs on resume", stage.end) from None
+                results.update(reports)
+                writer.write(stage.end, "eval", {"stage": stage.name, **{h: r["kappa"] for h, r in reports.items()}})
+                evaluate.save_results(workdir, results)
     finally:  # an exception (not kill -9) still lets in-flight asynchronous saves finish: nothing lost
+        preempt.close()
         ckpt.close()
         writer.close()
     if results:
@@ -162,3 +132,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             paths.join(workdir, "ablation.txt").write_text(table + "\n")
         print(json.dumps({h: {k: r.get(k) for k in ("kappa", "accuracy")} for h, r in results.items()}))
     return results
+
+
+def _train_stage(config, model, mesh, stage, variables, start, total, ckpt, train_iter, writer, preempt,
+                 local_rows):
+    """Trains one stage from global step `start` to its end, saving every `checkpoint_every` steps and at its end.
+
+    Returns:
+      The variables ({params, batch_stats}) at the stage's end.
+
+    Raises:
+      preemption.Preempted: after saving the step all processes agreed to stop at.
+    """
+    repl = sharding.replicated(mesh)
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    tx = make_optimizer(config, stage.config, params)
+    opt_abstract = jax.eval_shape(tx.init, params)
+    opt_sharding = jax.tree_util.tree_map(lambda _: repl, opt_abstract)
+    if start > stage.begin:  # resuming inside this stage: its optimiser state is in the checkpoint
+        opt_target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
+                      "opt_state": checkpoint.abstract_with_sharding(opt_abstract, opt_sharding)}
+        opt_state = ckpt.restore(start, None, opt=opt_target)["opt"]["opt_state"]
+    else:
+        opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
+    state = TrainState(jax.device_put(jnp.asarray(start, jnp.int32), repl), params, batch_stats, opt_state)
+    state_sharding = TrainState(repl, jax.tree_util.tree_map(lambda _: repl, params),
+                                jax.tree_util.tree_map(lambda _: repl, batch_stats), opt_sharding)
+    train_step = make_train_step(model, config, stage.config, tx, mesh, state_sharding)
+    logging.info("Stage %s: steps %d-%d, training %s", stage.name, stage.begin + 1, stage.end,
+                 ", ".join(stage.config.trainable))
+    progress = Progress(total, config.batch_size, start)
+    pending: list[tuple[int, dict]] = []
+    for step in range(start, stage.end):
+        batch = next(train_iter)
+        assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
+        state, metrics = train_step(state, sharding.to_global({"image": batch["image"],
+                                                               "label": batch["label"]}, mesh))
+        pending.append((step, metrics))
+        done = step + 1
+        preempted = preempt.check()  # the same answer on every process at this step
+        # The stage's last step is saved before its evaluation: a run stopped during the evaluation resumes
+        # there and runs the evaluation again (eval_results.json says which are done).
+        save = done % config.checkpoint_every == 0 or done == stage.end or preempted
+        if done % config.log_every == 0 or save:
+            fetched = _check_finite(pending, ckpt.latest_step())
+            means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+            print(progress.line(done, stage.name, means), flush=True)
+            writer.write(done, "train", {"stage": stage.name, **means})
+            pending = []
+        if save:
+            ckpt.save(done, {"params": state.params, "batch_stats": state.batch_stats},
+                      {"step": state.step, "opt_state": state.opt_state}, train_iter)
+        if preempted:
+            raise preemption.Preempted(f"SIGTERM in stage {stage.name}: step {done} is saved", done)
+    return {"params": state.params, "batch_stats": state.batch_stats}
