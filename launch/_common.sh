@@ -7,6 +7,19 @@
 # python -m zoomin_jax.main ..."` that runs the pkill itself (that line starts with `bash`), nor `sudo pkill`.
 ZOOMIN_PATTERN='^[^ ]*python[0-9.]* -m zoomin_jax[.]main'
 
+# Exit status of a zoomin_jax run stopped by SIGTERM after saving (sysexits EX_TEMPFAIL): "preempted, re-run the
+# same command to resume"; 0 is "finished", anything else "failed".
+EXIT_PREEMPTED=75
+
+# The remote command `stop` runs on each worker (argument: "sudo " or ""): SIGTERM, so that the run saves at a
+# step all processes agree on and exits 75; whatever still runs after STOP_GRACE_S seconds (a process stuck in a
+# collective whose peer died never reaches that check) gets SIGKILL.
+stop_remote_cmd() {
+  local sudo=$1
+  printf '%s' "${sudo}pkill -f '$ZOOMIN_PATTERN' || true; for _ in \$(seq ${STOP_GRACE_S:-60}); do" \
+    " pgrep -f '$ZOOMIN_PATTERN' > /dev/null || exit 0; sleep 1; done; ${sudo}pkill -9 -f '$ZOOMIN_PATTERN' || true"
+}
+
 # Repository root: the folder above launch/.
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -43,7 +56,8 @@ pack() {
 
 # supervise N JOB_FN STOP_FN LABEL
 #   Runs `JOB_FN i` for i = 0..N-1 as parallel background jobs (each a blocking ssh that lasts as long as the
-#   remote process) and returns when all have ended.
+#   remote process) and returns when all have ended: 0 if all finished, EXIT_PREEMPTED (reported as "preempted",
+#   not "failed") if the first to stop was preempted, else the first failure's code.
 #
 # Stop on first failure, and why it is done this way: `gcloud ... ssh --worker=all` only reports a failure after
 # *every* worker has returned, and a JAX job whose peer died does not return promptly -- the survivors block in
@@ -77,7 +91,12 @@ supervise() {
       rc=$(< "$rcdir/$i")
       if [[ $rc != 0 && -z $failed ]]; then
         failed=$i failed_rc=$rc
-        echo "$label $i failed (exit code $rc): stopping all ${label}s; see its log ('logs' subcommand)" >&2
+        if [[ $rc == "$EXIT_PREEMPTED" ]]; then
+          # The others stop at the same agreed step by themselves; SIGTERM (all `stop` sends) only hurries them.
+          echo "$label $i was preempted (exit code $rc, its step saved): stopping all ${label}s" >&2
+        else
+          echo "$label $i failed (exit code $rc): stopping all ${label}s; see its log ('logs' subcommand)" >&2
+        fi
         "$stop_fn" || true
       fi
     done
@@ -87,7 +106,11 @@ supervise() {
   wait "${pids[@]}" 2> /dev/null || true
   trap - INT TERM
   rm -rf "$rcdir"
-  if [[ -n $failed ]]; then
+  if [[ -n $failed && $failed_rc == "$EXIT_PREEMPTED" ]]; then
+    echo "preempted: the run saved its last step and stopped (exit code $failed_rc); run the same 'run' command" \
+      "again to resume" >&2
+    return "$failed_rc"
+  elif [[ -n $failed ]]; then
     echo "stopped after $label $failed failed (exit code $failed_rc)" >&2
     return "$failed_rc"
   fi

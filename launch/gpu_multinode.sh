@@ -33,7 +33,8 @@ commands:
                               --distributed --coordinator_address=\$COORDINATOR --num_processes=N --process_id=i FLAGS
                               (WORKDIR on a filesystem all hosts share, or gs://...); stops all on first failure
   logs [N]                    last N (default 50) lines of each host's log, prefixed with the process index
-  stop                        stop zoomin_jax on every host (SIGTERM)
+  stop                        stop zoomin_jax on every host (SIGTERM: it saves and exits 75; SIGKILL after
+                              STOP_GRACE_S s)
   help                        this text
 
 settings (environment variables, current value):
@@ -43,6 +44,8 @@ settings (environment variables, current value):
   SSH=$SSH  SCP=$SCP  SSH_FLAGS=$SSH_FLAGS
   DRY_RUN=${DRY_RUN:-0}                    (1: print the commands, run nothing)
   POLL_S=${POLL_S:-5}                     (seconds between checks for a failed host)
+  STOP_GRACE_S=${STOP_GRACE_S:-60}               (stop: seconds between SIGTERM and SIGKILL)
+exit status of run: 0 finished; 75 preempted (saved: run again to resume); other: failed
 host logs: $LOG_FILE on each host
 EOF
 }
@@ -105,11 +108,12 @@ cmd_logs() {
   done
 }
 
-# SIGTERM first so Orbax's async save can finish; in parallel so a hung host does not delay the others.
+# SIGTERM first: the run saves at a step all hosts agree on and exits 75 (resume with the same `run`); SIGKILL
+# only for what is left after STOP_GRACE_S seconds. In parallel so a hung host does not delay the others.
 cmd_stop() {
   need_hosts
   local h
-  for h in "${HOST_LIST[@]}"; do on_host "$h" "pkill -f '$ZOOMIN_PATTERN' || true" & done
+  for h in "${HOST_LIST[@]}"; do on_host "$h" "$(stop_remote_cmd "")" & done
   wait
 }
 

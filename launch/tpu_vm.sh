@@ -34,7 +34,8 @@ commands:
                               (WORKDIR shared by all workers, e.g. gs://BUCKET/run1); stops all on first failure
   logs [N]                    last N (default 50) lines of each worker's log, prefixed with the worker index
   ssh N                       interactive shell on worker N
-  stop                        stop zoomin_jax on every worker (SIGTERM)
+  stop                        stop zoomin_jax on every worker (SIGTERM: it saves and exits 75; SIGKILL after
+                              STOP_GRACE_S s)
   delete                      delete the TPU VM
   manifest                    list the files copy would send
   help                        this text
@@ -51,6 +52,8 @@ settings (environment variables, current value):
   EXTRA_SSH_FLAGS=$EXTRA_SSH_FLAGS
   DRY_RUN=${DRY_RUN:-0}                    (1: print the commands, run nothing)
   POLL_S=${POLL_S:-5}                     (seconds between checks for a failed worker)
+  STOP_GRACE_S=${STOP_GRACE_S:-60}               (stop: seconds between SIGTERM and SIGKILL)
+exit status of run: 0 finished; 75 preempted (saved: run again to resume); other: failed
 worker logs: $LOG_FILE on each worker
 EOF
 }
@@ -172,8 +175,9 @@ cmd_ssh() {
   tpu ssh "$TPU_NAME" "--worker=$1"
 }
 
-# SIGTERM, not SIGKILL: JAX's preemption handling and Orbax's async save get the chance to finish.
-cmd_stop() { on_all "sudo pkill -f '$ZOOMIN_PATTERN' || true"; }
+# SIGTERM first: the run saves at a step all workers agree on and exits 75 (resume with the same `run`); SIGKILL
+# only for what is left after STOP_GRACE_S seconds.
+cmd_stop() { on_all "$(stop_remote_cmd "sudo ")"; }
 
 cmd_delete() { tpu delete "$TPU_NAME"; }
 

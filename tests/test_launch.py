@@ -160,17 +160,17 @@ FAKE_REMOTE = textwrap.dedent("""\
       for f in "$FAKE_DIR"/pid.*; do kill "$(cat "$f")" 2>/dev/null || true; done
       exit 0
     fi
-    if [[ $args == *"$FAKE_FAIL"* ]]; then sleep 0.3; exit 3; fi
+    if [[ $args == *"$FAKE_FAIL"* ]]; then sleep 0.3; exit "${FAKE_RC:-3}"; fi
     echo $$ > "$FAKE_DIR/pid.$RANDOM$RANDOM"
     exec sleep 60
 """)
 
 
-def _stop_on_first_failure(tmp_path, script, args, env, fail_marker, label):
+def _stop_on_first_failure(tmp_path, script, args, env, fail_marker, label, rc=3):
     fake = tmp_path / "fake"
     fake.write_text(FAKE_REMOTE)
     fake.chmod(0o755)
-    env = {**env, "FAKE_DIR": str(tmp_path), "FAKE_FAIL": fail_marker}
+    env = {**env, "FAKE_DIR": str(tmp_path), "FAKE_FAIL": fail_marker, "FAKE_RC": str(rc), "STOP_GRACE_S": "1"}
     start = time.monotonic()
     try:
         proc = sh(script, *args, env={**env, "GCLOUD": str(fake), "SSH": str(fake)}, timeout=50)
@@ -181,8 +181,12 @@ def _stop_on_first_failure(tmp_path, script, args, env, fail_marker, label):
             except (ProcessLookupError, ValueError):
                 pass
     elapsed = time.monotonic() - start
-    assert proc.returncode == 3, proc.stderr
-    assert f"{label} 1 failed (exit code 3)" in proc.stderr
+    assert proc.returncode == rc, proc.stderr
+    if rc == 75:  # preempted: said so, and never called a failure
+        assert f"{label} 1 was preempted (exit code 75" in proc.stderr and "run the same 'run' command" in proc.stderr
+        assert "failed" not in proc.stderr
+    else:
+        assert f"{label} 1 failed (exit code {rc})" in proc.stderr
     assert elapsed < 30  # the survivors were stopped, not waited for (they sleep 60 s)
     calls = (tmp_path / "calls").read_text().splitlines()
     stops = [c for c in calls if "pkill -f" in c and "zoomin_jax.main --" not in c]
@@ -198,3 +202,37 @@ def test_tpu_run_stops_all_workers_on_first_failure(tmp_path):
 def test_gpu_run_stops_all_hosts_on_first_failure(tmp_path):
     _stop_on_first_failure(tmp_path, LAUNCH / "gpu_multinode.sh", ["run", "configs/full.py", "/shared/r"],
                            {"HOSTS": "h0 h1 h2"}, " h1 ", "host")
+
+
+def test_tpu_run_reports_a_preempted_worker_as_preempted_and_exits_75(tmp_path):
+    _stop_on_first_failure(tmp_path, LAUNCH / "tpu_vm.sh", ["run", "configs/full.py", "gs://b/r"],
+                           {"NUM_WORKERS": "3", "TPU_NAME": "t"}, "--worker=1 ", "worker", rc=75)
+
+
+def test_stop_sends_sigterm_then_sigkill_after_the_grace_period():
+    proc = sh(LAUNCH / "gpu_multinode.sh", "stop", env={"DRY_RUN": "1", "HOSTS": "h0", "STOP_GRACE_S": "7"})
+    (argv,) = printed_commands(proc)
+    remote = argv[-1]
+    assert remote.index("pkill -f") < remote.index("seq 7") < remote.index("pkill -9 -f")
+    subprocess.run([BASH, "-n", "-c", remote], check=True)
+
+
+@pytest.mark.parametrize("srun_rc,script_rc,requeued", [(0, 0, False), (75, 0, True), (3, 3, False)])
+def test_slurm_requeues_a_preempted_run_only(tmp_path, srun_rc, script_rc, requeued):
+    """Fake srun / scontrol on PATH: status 75 from srun requeues the job; 0 and failures do not."""
+    bin_dir, venv = tmp_path / "bin", tmp_path / "venv"
+    bin_dir.mkdir()
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("")
+    for name, body in (("srun", f'echo "$*" > "{tmp_path}/srun"; exit {srun_rc}'),
+                       ("scontrol", f'echo "$*" >> "{tmp_path}/scontrol"')):
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    proc = sh(LAUNCH / "slurm_gpu.sbatch", "configs/full.py", "/shared/r",
+              env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "VENV": str(venv), "SLURM_JOB_ID": "4242",
+                   "SLURM_SUBMIT_DIR": str(ROOT)})
+    assert proc.returncode == script_rc, proc.stderr
+    assert "--workdir=/shared/r --distributed" in (tmp_path / "srun").read_text()
+    calls = (tmp_path / "scontrol").read_text().split("\n") if (tmp_path / "scontrol").exists() else []
+    assert ("requeue 4242" in calls) == requeued
+    assert ("preempted" in proc.stdout) == requeued
