@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from typing import Any
 
 import jax
@@ -222,8 +223,15 @@ def load_results(workdir: str) -> dict:
 
 
 def save_results(workdir: str, results: dict) -> None:
+    """Writes eval_results.json (process 0); locally via a rename, so a kill mid-write leaves the previous file."""
     if jax.process_index() == 0:
-        paths.join(workdir, RESULTS_FILE).write_text(json.dumps(results, indent=1))
+        path = paths.join(workdir, RESULTS_FILE)
+        if paths.is_remote(str(workdir)):  # object stores replace whole objects anyway
+            path.write_text(json.dumps(results, indent=1))
+            return
+        tmp = path.parent / (path.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, path)
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
@@ -234,27 +242,27 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     SIGTERM stops it between batches (`Preempted`, exit status 75 from main.py); nothing is written.
     """
     validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
-    workdir = paths.resolve(workdir)
-    mesh = sharding.make_mesh(config.mesh.data)
-    model = build(config)
-    ckpt = checkpoint.Checkpointer(workdir, async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None or step not in ckpt.all_steps():
-        raise FileNotFoundError(
-            f"No checkpoint{'' if step is None else f' at step {step}'} in {ckpt.directory} "
-            f"(available: {ckpt.all_steps() or 'none'}); train first with --mode=train and the same --workdir"
-        )
-    abstract = abstract_variables(model, config)
-    repl = sharding.replicated(mesh)
-    target = checkpoint.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: repl, abstract))
-    variables = ckpt.restore(step, target)["model"]
-    split = split or config.data.eval_split
-    thresholds = None
-    if split != config.data.eval_split:
-        saved = load_results(workdir)
-        thresholds = {h: saved[name]["thresholds"] for h, name in HEADS.items()
-                      if name in saved and "thresholds" in saved[name]}
-    with Preemption() as preemption:
+    with Preemption() as preemption:  # SIGTERM from here on: noted, acted on before the next batch
+        workdir = paths.resolve(workdir)
+        mesh = sharding.make_mesh(config.mesh.data)
+        model = build(config)
+        ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+        step = ckpt.latest_step() if step is None else step
+        if step is None or step not in ckpt.all_steps():
+            raise FileNotFoundError(
+                f"No checkpoint{'' if step is None else f' at step {step}'} in {ckpt.directory} "
+                f"(available: {ckpt.all_steps() or 'none'}); train first with --mode=train and the same --workdir"
+            )
+        abstract = abstract_variables(model, config)
+        repl = sharding.replicated(mesh)
+        target = checkpoint.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: repl, abstract))
+        variables = ckpt.restore(step, target)["model"]
+        split = split or config.data.eval_split
+        thresholds = None
+        if split != config.data.eval_split:
+            saved = load_results(workdir)
+            thresholds = {h: saved[name]["thresholds"] for h, name in HEADS.items()
+                          if name in saved and "thresholds" in saved[name]}
         reports = evaluate_heads(model, variables, config, mesh, workdir, step, head="all", tag="eval",
                                  split=split, thresholds=thresholds, preemption=preemption)
     print(f"\nCheckpoint step {step} on '{split}' ({config.data.name}):\n{metrics.format_ablation_table(reports)}")

@@ -63,6 +63,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     # Every batch-size and device-count rule before the workdir is touched or anything compiled.
     validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
+    # From here on SIGTERM is noted and acted on at the next check point (preparing data, restoring, compiling
+    # included), not a kill.
+    with preemption.Preemption() as preempt:
+        return _train_and_evaluate(config, workdir, preempt)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt: preemption.Preemption) -> dict:
+    """The recipe of the module docstring; `preempt` is checked between stages, after every step and eval batch."""
     workdir = paths.resolve(workdir)
     paths.ensure_dir(workdir)
     mesh = sharding.make_mesh(config.mesh.data)
@@ -97,7 +105,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = evaluate.load_results(workdir)
     eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta))  # compiled once, used per stage
     local_rows = config.batch_size // jax.process_count()
-    preempt = preemption.Preemption()
     logging.info("Preemption: %s", preempt.mechanism)
     try:
         for stage in plan:
@@ -105,7 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 continue
             if start < stage.end:
                 if preempt.check():  # between stages, before the next one compiles
-                    raise preemption.Preempted(f"SIGTERM before stage {stage.name}; step {start} is saved", start)
+                    saved = f"step {start} is saved" if start else "no step was saved yet"
+                    raise preemption.Preempted(f"SIGTERM before stage {stage.name}; {saved}", start or None)
                 variables = _train_stage(config, model, mesh, stage, variables, start, total, ckpt,
                                                 train_iter, writer, preempt, local_rows)
                 start = stage.end
@@ -122,7 +130,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 writer.write(stage.end, "eval", {"stage": stage.name, **{h: r["kappa"] for h, r in reports.items()}})
                 evaluate.save_results(workdir, results)
     finally:  # an exception (not kill -9) still lets in-flight asynchronous saves finish: nothing lost
-        preempt.close()
         ckpt.close()
         writer.close()
     if results:
