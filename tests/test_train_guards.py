@@ -85,3 +85,14 @@ def test_two_processes_are_checked_with_their_share_of_rows():
     c.batch_size, c.mesh.data = 8, 4
     with pytest.raises(ConfigError, match=r"mesh.data=4 uses 4 of the 8 devices.*use mesh.data=-1"):
         validate_config(c, 8, 2, 4)
+
+
+def test_a_missing_weight_file_is_refused_before_the_workdir_is_touched(tmp_path):
+    from tiny import tiny_config
+
+    c = tiny_config(str(tmp_path / "tfds"))
+    c.init_from = str(tmp_path / "nowhere")  # a workdir to start from that does not exist
+    workdir = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train.train_and_evaluate(c, str(workdir))
+    assert not workdir.exists() and not (tmp_path / "tfds").exists()

@@ -72,9 +72,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt: preemption.Preemption) -> dict:
     """The recipe of the module docstring; `preempt` is checked between stages, after every step and eval batch."""
     workdir = paths.resolve(workdir)
+    init_from.check(config, workdir)  # a missing weight file stops the run before the workdir, data or compiling
     paths.ensure_dir(workdir)
     mesh = sharding.make_mesh(config.mesh.data)
-    init_from.check(config, workdir)  # a missing weight file stops the run here, before data or compiling
     config = schedule.resolve(config, input_pipeline.num_train_examples(config))  # epochs -> steps; lr -> batch
     is_lead = jax.process_index() == 0
     if is_lead:
