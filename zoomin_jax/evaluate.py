@@ -25,7 +25,7 @@ from zoomin_jax import checkpoint, metrics, paths, sharding
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build
 from zoomin_jax.models.zoom_in import ZoomInNet
-from zoomin_jax.preemption import Preempted, Preemption
+from zoomin_jax.preemption import Preempted, Preemption, compile_promptly
 from zoomin_jax.validate import validate_config
 
 HEADS = {"mnet": "M-Net", "mnet_anet": "M-Net + A-Net", "zoom_in": "Zoom-in-Net"}
@@ -99,6 +99,8 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
         if preemption is not None and preemption.check():
             raise Preempted(f"SIGTERM during the evaluation on {split!r} (before batch {k + 1}); nothing new saved")
         images, index = sharding.to_global((batch["image"], batch["index"]), mesh)
+        if k == 0 and preemption is not None:  # the first call compiles: SIGTERM honoured during it too
+            compile_promptly(eval_step, (variables, images, index), preemption, "the evaluation step")
         out = multihost_utils.process_allgather(eval_step(variables, images, index), tiled=True)
         host = {key: batch[key] for key in HOST_KEYS}
         host["id"] = np.asarray(batch["id"], dtype=object)

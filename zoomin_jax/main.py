@@ -41,7 +41,7 @@ def main(argv):
         # None everywhere lets jax detect Cloud TPU / SLURM / Open MPI by itself.
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    from zoomin_jax import evaluate, forward, preemption, train
+    from zoomin_jax import evaluate, forward, preemption, train, workdir_lock
 
     try:
         if FLAGS.mode == "train":
@@ -57,7 +57,9 @@ def main(argv):
             multihost_utils.sync_global_devices("zoomin_jax preempted")
         print(f"Preempted: {e}. Exit status {preemption.EXIT_PREEMPTED}: re-run the same command to resume.",
               flush=True)
-        sys.exit(preemption.EXIT_PREEMPTED)
+        preemption.exit_preempted()
+    except workdir_lock.WorkdirInUse as e:  # one line, no traceback; exit status 1
+        sys.exit(f"zoomin_jax: {e}")
 
 
 if __name__ == "__main__":

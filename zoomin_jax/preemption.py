@@ -16,11 +16,24 @@ together:
 
 Every process must call `check()` at the same points of the same loop (train steps, eval batches, stage
 boundaries): the sync manager counts calls, and the counts must match across processes.
+
+Compiling a stage's train step (tens of seconds on CPU, minutes at paper scale) is no loop, so `compile_promptly`
+compiles ahead of time in a worker thread while the main thread polls the flag every `POLL_S`: one process without
+`jax.distributed` then stops within a fraction of a second of SIGTERM, even mid-compile; the abandoned compile is
+a daemon thread and `exit_preempted` leaves with `os._exit`, so it cannot hold the process. With several processes
+or the sync manager the compile stays in the main thread: the check is a collective (or a counted sync point) that
+must happen at identical points on every process, and a process that left mid-compile would leave the others
+waiting in it. There SIGTERM is acted on at the first check after the compile (after the stage's first step).
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import threading
+import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -30,6 +43,7 @@ from jax.experimental import multihost_utils
 # sysexits.h EX_TEMPFAIL: "temporary failure, re-run later". A preempted run saved its last completed step (or had
 # nothing new to save) and resumes when the same command is run again; 0 means the run finished.
 EXIT_PREEMPTED = 75
+POLL_S = 0.2  # how often the main thread looks at the SIGTERM flag while a worker thread compiles
 
 
 class Preempted(Exception):
@@ -63,6 +77,11 @@ class Preemption:
                 pass
 
     @property
+    def coordinated(self) -> bool:
+        """JAX's preemption sync manager decides (under `jax.distributed`), not this process's flag."""
+        return self._coordinated
+
+    @property
     def mechanism(self) -> str:
         if self._coordinated:
             return "jax preemption sync manager"
@@ -91,3 +110,58 @@ class Preemption:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def compile_promptly(jitted, args: tuple, preempt: Preemption, what: str) -> Any:
+    """Compiles `jitted` for `args` (filling jit's own cache, so calling `jitted(*args)` then runs at once).
+
+    One process without the sync manager: in a daemon thread, the main thread polling `preempt.requested` every
+    `POLL_S`. Otherwise in place (see the module docstring).
+
+    Returns:
+      The compiled executable.
+
+    Raises:
+      Preempted: SIGTERM arrived while compiling (one process only); the compile is abandoned.
+    """
+    if preempt.coordinated or jax.process_count() > 1:
+        return jitted.lower(*args).compile()
+    out: dict[str, Any] = {}
+
+    def work():
+        try:
+            out["compiled"] = jitted.lower(*args).compile()
+        except BaseException as e:  # re-raised in the main thread
+            out["error"] = e
+
+    start = time.perf_counter()
+    worker = threading.Thread(target=work, name=f"compile {what}", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(POLL_S)
+        if preempt.requested:
+            raise Preempted(f"SIGTERM while compiling {what} ({time.perf_counter() - start:.1f} s in)")
+    if "error" in out:
+        raise out["error"]
+    logging.info("compiled %s in %.1f s", what, time.perf_counter() - start)
+    return out["compiled"]
+
+
+def abandoned_compiles() -> list[str]:
+    """Names of compile threads still running (left behind by a `Preempted` from `compile_promptly`)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("compile ") and t.is_alive()]
+
+
+def exit_preempted() -> None:
+    """Exits with EXIT_PREEMPTED; through `os._exit` when a compile was abandoned, after flushing the output.
+
+    An XLA compile in a daemon thread may still hold native resources at interpreter shutdown (and atexit hooks
+    may wait on them); `os._exit` ends the process at once. Checkpoints are already committed by then
+    (`Checkpointer.close` runs in the trainer's `finally`).
+    """
+    if abandoned_compiles():
+        logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_PREEMPTED)
+    sys.exit(EXIT_PREEMPTED)

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomin_jax import checkpoint, evaluate, init_from, paths, preemption, schedule, sharding
+from zoomin_jax import checkpoint, evaluate, init_from, paths, preemption, schedule, sharding, workdir_lock
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
@@ -65,15 +65,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     # From here on SIGTERM is noted and acted on at the next check point (preparing data, restoring, compiling
     # included), not a kill.
-    with preemption.Preemption() as preempt:
-        return _train_and_evaluate(config, workdir, preempt)
+    # The workdir's lock is taken once the workdir exists and given back however the run ends.
+    with preemption.Preemption() as preempt, workdir_lock.WorkdirLock() as lock:
+        return _train_and_evaluate(config, workdir, preempt, lock)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt: preemption.Preemption) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt: preemption.Preemption,
+                        lock: workdir_lock.WorkdirLock) -> dict:
     """The recipe of the module docstring; `preempt` is checked between stages, after every step and eval batch."""
     workdir = paths.resolve(workdir)
     init_from.check(config, workdir)  # a missing weight file stops the run before the workdir, data or compiling
     paths.ensure_dir(workdir)
+    lock.acquire(workdir)  # one run per workdir: a second one stops here, before checkpoints and metrics
     mesh = sharding.make_mesh(config.mesh.data)
     config = schedule.resolve(config, input_pipeline.num_train_examples(config))  # epochs -> steps; lr -> batch
     is_lead = jax.process_index() == 0
@@ -168,13 +171,17 @@ def _train_stage(config, model, mesh, stage, variables, start, total, ckpt, trai
     train_step = make_train_step(model, config, stage.config, tx, mesh, state_sharding)
     logging.info("Stage %s: steps %d-%d, training %s", stage.name, stage.begin + 1, stage.end,
                  ", ".join(stage.config.trainable))
+    first = _global_batch(next(train_iter), mesh, local_rows)
+    try:  # compiled ahead, so that SIGTERM is honoured mid-compile (one process; see preemption.compile_promptly)
+        preemption.compile_promptly(train_step, (state, first), preempt, f"the train step of stage {stage.name}")
+    except preemption.Preempted as e:
+        saved = f"step {start} is saved" if start else "no step was saved yet"
+        raise preemption.Preempted(f"{e}; {saved}", start or None) from None
     progress = Progress(total, config.batch_size, start)
     pending: list[tuple[int, dict]] = []
     for step in range(start, stage.end):
-        batch = next(train_iter)
-        assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
-        state, metrics = train_step(state, sharding.to_global({"image": batch["image"],
-                                                               "label": batch["label"]}, mesh))
+        batch = first if step == start else _global_batch(next(train_iter), mesh, local_rows)
+        state, metrics = train_step(state, batch)
         pending.append((step, metrics))
         done = step + 1
         preempted = preempt.check()  # the same answer on every process at this step
@@ -193,3 +200,9 @@ def _train_stage(config, model, mesh, stage, variables, start, total, ckpt, trai
         if preempted:
             raise preemption.Preempted(f"SIGTERM in stage {stage.name}: step {done} is saved", done)
     return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _global_batch(batch: dict, mesh, local_rows: int) -> dict:
+    """This host's rows of a training batch as global arrays sharded on 'data'."""
+    assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
+    return sharding.to_global({"image": batch["image"], "label": batch["label"]}, mesh)
