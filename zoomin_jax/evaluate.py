@@ -210,6 +210,9 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
         reports[HEADS[h]] = report
         line = f"[eval {tag}] {HEADS[h]} on {split} ({len(labels)} images): kappa {report['kappa']:.3f}"
         line += f", kappa(thr) {report['kappa_thresholded']:.3f}, accuracy {report['accuracy']:.3f}"
+        line += "".join(f", AUC {name} {report[key]['auc']:.3f}" for name, key in
+                        (("normal", "normal_vs_abnormal"), ("referable", "referable_vs_non_referable"))
+                        if report.get(key, {}).get("auc") is not None)
         print(line, flush=True)
     for line in metrics.format_localisation(recall, disc, k=4):
         print(f"[eval {tag}] {line}", flush=True)
@@ -258,7 +261,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
         abstract = abstract_variables(model, config)
         repl = sharding.replicated(mesh)
         target = checkpoint.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: repl, abstract))
-        variables = ckpt.restore(step, target)["model"]
+        try:
+            variables = ckpt.restore(step, target)["model"]
+        except checkpoint.BrokenCheckpoint as e:  # refused, never evaluated; the fix names an intact step
+            good = ckpt.newest_intact_step(below=step)
+            use = f"evaluate step {good} with --step={good}" if good is not None else "no older intact step"
+            raise checkpoint.BrokenCheckpoint(step, e.reason, f"{use}, or remove {ckpt.step_dir(step)} (a training "
+                                              "run moves it aside itself and resumes from the newest good step)"
+                                              ) from None
         split = split or config.data.eval_split
         thresholds = None
         if split != config.data.eval_split:
