@@ -276,11 +276,11 @@ def _write_idrid_boxes(path: Path, with_test: bool) -> dict:
 def make_messidor(root: Path, sheet: str = "xls") -> dict:
     """Messidor layout: Base11 and Base12 folders with .tif photos and Annotation_BaseNN.{xls,csv}.
 
-    Base12 lists one image twice with the same grade (kept once, duplicate counted) and one twice with different
-    grades (skipped: conflicting rows), as in Messidor's errata.
+    Base12 lists one image twice with the same grade (kept once, the duplicate reported apart: nothing dropped) and
+    one twice with different grades (skipped: conflicting rows), as in Messidor's errata.
 
     Returns:
-      {"test": {id: (grade, edema)}, "skipped": {"test": {reason: n}}}
+      {"test": {id: (grade, edema)}, "skipped": {"test": {reason: n}}, "duplicate_rows": {"test": n}}
     """
     header = ["Image name", "Ophthalmologic department", "Retinopathy grade", "Risk of macular edema "]
     expected = {}
@@ -316,4 +316,5 @@ def make_messidor(root: Path, sheet: str = "xls") -> dict:
         expected[n] = (g, e)
     expected["20051020_43809_0100_PP"] = (2, 1)
     return {"test": expected,
-            "skipped": {"test": {"duplicate_row": 1, "conflicting_rows": 1, "bad_label": 1, "no_label": 1}}}
+            "skipped": {"test": {"conflicting_rows": 1, "bad_label": 1, "no_label": 1}},
+            "duplicate_rows": {"test": 1}}

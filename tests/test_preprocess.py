@@ -145,8 +145,13 @@ def test_graham_mean_128_inside_and_keeps_lesions():
 def test_skip_counter():
     c = skips.SkipCounter("train")
     for reason, i in [("corrupt", "a"), ("no_label", "b"), ("corrupt", "c")]:
-        c.add(reason, i)
+        assert c.add(reason, i)
+    assert not c.add("no_label", "a")  # one example, one reason: the first
     assert c.as_dict() == {"corrupt": 2, "no_label": 1} and c.total == 3
+    rows = skips.SkipCounter("csv", unit="row")  # rows are not examples: every bad row counts
+    for _ in range(3):
+        rows.add("malformed_row", "IDRiD_001")
+    assert rows.as_dict() == {"malformed_row": 3}
 
 
 def test_unique_rows_never_guesses():
@@ -155,6 +160,6 @@ def test_unique_rows_never_guesses():
             {"image": "b", "level": "2"}, {"image": "", "level": ""}, {"image": "c", "level": "0"}]
     out = skips.unique_rows(rows, "image", c)
     assert sorted(out) == ["a", "c"]
-    assert c.as_dict() == {"conflicting_rows": 1, "duplicate_row": 1}
+    assert c.as_dict() == {"conflicting_rows": 1} and c.duplicates == 1  # the repeat of "a" drops nothing
     assert [skips.parse_int(v, 0, 4) for v in ("3", "3.0", 3.0, "5", "-1", "x", "2.5")] == [3, 3, 3, None, None,
                                                                                            None, None]

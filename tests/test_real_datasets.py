@@ -282,6 +282,7 @@ def test_messidor_grades_and_errata(tmp_path, sheet):
     assert got["20051019_38558_0100_PP"]["department"].decode() == "Service Ophtalmologie Lariboisière"
     _check_images(got)
     assert builder.info.metadata["skipped"] == expected["skipped"]
+    assert builder.info.metadata["duplicate_rows"] == expected["duplicate_rows"]  # merged, not skipped
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ Skipped and counted (see `skips.SkipCounter`): unusable photos (`preprocess.BadP
 photo is missing ("missing_image"), photos without a label row ("no_label"; test photos without a solution row are
 counted in `test`), levels outside 0-4 or not integers ("bad_label"), names that are not `<int>_<left|right>`
 ("bad_name"), solution rows whose Usage is neither Public nor Private ("unknown_usage"), and rows repeated for
-one image ("duplicate_row" when they agree; "conflicting_rows" -- the image is skipped -- when they do not).
+one image ("conflicting_rows" when they disagree: the image is skipped; when they agree the image is kept and the
+extra rows are reported apart, as merged duplicates). Each image is counted once, under the first reason found.
 Anything else in the folder (sample.zip, sample/, .DS_Store) is ignored.
 """
 

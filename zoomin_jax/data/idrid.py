@@ -33,7 +33,8 @@ Every example also stores `fov_rows`, its field of view (`zoomin_jax.data.fov`),
 normalisation, for the chance level of lesion recall.
 
 Skipped and counted: `preprocess.BadPhoto` reasons, "missing_image", "no_label", "bad_label" (grade not 0-4 or
-edema not 0-2), "duplicate_row", "conflicting_rows", "no_grade"; CSV rows under the pseudo-split
+edema not 0-2), "conflicting_rows", "no_grade" (each photo once, under the first reason found; label rows that
+repeat another exactly are merged, reported apart as duplicates, not skips); CSV rows under the pseudo-split
 "lesion_boxes_csv": "unknown_image" (no graded photo of that name in its split), "unknown_class", "unknown_split",
 "malformed_row" (a number that is not a finite number, a missing cell), "empty_box" (x1 <= x0 or y1 <= y0),
 "extra_optic_disc" (a second optic-disc row for a photo; the first is kept), "outside_crop" (the box lies wholly
@@ -397,7 +398,7 @@ class Idrid(skips.RealBuilder):
         logging.info("idrid: %d of %d segmentation photographs matched to graded ones.", len(same), len(queries))
 
         csv_path = getattr(self.builder_config, "lesion_boxes_csv", "")
-        boxes_counter = skips.SkipCounter(BOXES_SKIPS)
+        boxes_counter = skips.SkipCounter(BOXES_SKIPS, unit="row")  # rows, not photos: each bad row counts
         csv_boxes = {}
         if csv_path:
             csv_boxes = read_lesion_boxes(Path(csv_path), {s: set(p) for s, (p, _) in graded.items()}, boxes_counter)
@@ -417,7 +418,7 @@ class Idrid(skips.RealBuilder):
                     tasks[split].append((name, photos[name], grade, seg_key[1] if seg_key else "",
                                          masks_of_graded.get((split, name), []), csv_boxes.get((split, name))))
             for name in sorted(set(photos) - set(grades)):
-                c.add("no_label", name)
+                c.add("no_label", name)  # not again for a photo whose rows conflict: counted once, as that
         for split, (photos, gt_dir) in seg.items():
             tasks[split] = []
             for name, path in photos.items():

@@ -10,7 +10,8 @@ microaneurysms and haemorrhages and marks neovascularisation (0 normal; 1: MA <=
 binary tasks: normal (0) vs abnormal (1-3), and the paper's referable split. `macular_edema` is the risk 0-2.
 
 Messidor's published errata list images twice in the sheets; rows are de-duplicated by image name across all
-bases: identical repeats kept once ("duplicate_row"), repeats that disagree skip the image ("conflicting_rows").
+bases: identical repeats kept once (reported apart as merged duplicates, not skips), repeats that disagree skip
+the image ("conflicting_rows"); each image is counted once, under the first reason found.
 Also skipped and counted: `preprocess.BadPhoto` reasons, "missing_image", "no_label", "bad_label".
 """
 

@@ -2,8 +2,10 @@
 
 A real download always has some unusable entries: unreadable or grey photographs, label rows without a photo,
 photos without a row, grades out of range, duplicated rows. A builder never guesses: it skips the example and
-counts the reason in a `SkipCounter`. The totals are logged at the end of each split and stored in the prepared
-dataset's metadata, so `builder.info.metadata["skipped"]` gives `{split: {reason: count}}` after re-opening.
+counts the reason in a `SkipCounter`, each example once under one reason, so a split's counts sum to the examples
+it dropped. The totals are logged at the end of each split and stored in the prepared dataset's metadata, so
+`builder.info.metadata["skipped"]` gives `{split: {reason: count}}` after re-opening; label rows that repeat another
+exactly are merged (nothing dropped) and reported apart, in `metadata["duplicate_rows"]` `{split: count}`.
 
 Also here: the `RealConfig` every real builder takes (stored size, Graham normalisation, minimum photo size), the
 missing-file error that says what to do, the thread-pool map the builders decode with, and the step from a photo to
@@ -29,18 +31,45 @@ from zoomin_jax.data import preprocess
 
 
 class SkipCounter:
-    """Counts skipped examples of one split by reason and remembers a few ids per reason for the log."""
+    """Counts what one split drops, by reason, and remembers a few ids per reason for the log.
 
-    def __init__(self, split: str, keep_ids: int = 5):
-        self.split = split
+    unit="example" (photos and label rows): each example id is counted once, under the first reason found, so
+    `total` is the number of examples dropped; a photo whose label rows conflict is "conflicting_rows", not also
+    "no_label" when its (then absent) row is looked up. unit="row" (the lesion-boxes CSV, whose rows are not
+    examples): every call counts. Repeated label rows that agree drop nothing (the example is kept once): they are
+    noted apart, in `duplicates`, and not in the skip total.
+    """
+
+    def __init__(self, split: str, keep_ids: int = 5, unit: str = "example"):
+        if unit not in ("example", "row"):
+            raise ValueError(f"unit={unit!r}: 'example' or 'row'")
+        self.split, self.unit = split, unit
         self.counts: collections.Counter[str] = collections.Counter()
+        self.duplicates = 0
+        self._reason_of: dict[str, str] = {}
         self._ids: dict[str, list[str]] = collections.defaultdict(list)
         self._keep_ids = keep_ids
 
-    def add(self, reason: str, example_id: str = "") -> None:
+    def add(self, reason: str, example_id: str = "") -> bool:
+        """Counts `example_id` as dropped for `reason`; False (nothing counted) if the example was counted before."""
+        if self.unit == "example":
+            if not example_id:
+                raise ValueError(f"split {self.split}: an example skipped for {reason!r} needs its id")
+            if example_id in self._reason_of:
+                logging.debug("split %s: %s already skipped (%s), not again as %s", self.split, example_id,
+                              self._reason_of[example_id], reason)
+                return False
+            self._reason_of[example_id] = reason
         self.counts[reason] += 1
         if example_id and len(self._ids[reason]) < self._keep_ids:
             self._ids[reason].append(example_id)
+        return True
+
+    def note_duplicate(self, example_id: str) -> None:
+        """A label row that repeats another one exactly: merged, the example is kept (not a skip)."""
+        self.duplicates += 1
+        if len(self._ids["duplicate"]) < self._keep_ids:
+            self._ids["duplicate"].append(example_id)
 
     @property
     def total(self) -> int:
@@ -51,11 +80,14 @@ class SkipCounter:
 
     def log(self, kept: int) -> None:
         """Logs the split's totals (absl), with example ids per reason."""
+        merged = (f"; {self.duplicates} duplicate label row(s) merged, kept once (e.g. "
+                  f"{', '.join(self._ids['duplicate'])})" if self.duplicates else "")
         if not self.counts:
-            logging.info("split %s: %d examples, none skipped", self.split, kept)
+            logging.info("split %s: %d examples, none skipped%s", self.split, kept, merged)
             return
         detail = "; ".join(f"{r}: {n} (e.g. {', '.join(self._ids[r])})" for r, n in sorted(self.counts.items()))
-        logging.warning("split %s: %d examples, %d skipped -- %s", self.split, kept, self.total, detail)
+        logging.warning("split %s: %d examples, %d %ss skipped -- %s%s", self.split, kept, self.total, self.unit,
+                        detail, merged)
 
 
 @dataclasses.dataclass(eq=False)
@@ -133,8 +165,9 @@ def unique_rows(
     rows: Iterable[dict[str, str]], key: str, counter: SkipCounter, compare: tuple[str, ...] | None = None
 ) -> dict[str, dict[str, str]]:
     """Label rows by `key` with repeats resolved: repeats that agree on the `compare` fields (default all) are kept
-    once ("duplicate_row" per extra row), disagreeing repeats are dropped altogether ("conflicting_rows"), so no
-    example is ever stored with a guessed label. Rows with an empty key (blank lines at a sheet's end) are ignored."""
+    once (each extra row noted with `counter.note_duplicate`: nothing is dropped, so it is no skip), disagreeing
+    repeats are dropped altogether ("conflicting_rows"), so no example is ever stored with a guessed label. Rows
+    with an empty key (blank lines at a sheet's end) are ignored."""
     by_key: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         if row.get(key):
@@ -145,7 +178,7 @@ def unique_rows(
             counter.add("conflicting_rows", name)
             continue
         for _ in group[1:]:
-            counter.add("duplicate_row", name)
+            counter.note_duplicate(name)
         out[name] = group[0]
     return out
 
@@ -252,6 +285,8 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             yield task[0], result
         counter.log(kept)
         self.info.metadata.setdefault("skipped", {})[split] = counter.as_dict()
+        if counter.duplicates:  # merged rows, not skips: apart, so "skipped" sums to the examples dropped
+            self.info.metadata.setdefault("duplicate_rows", {})[split] = counter.duplicates
 
 
 def prepare_builder(
@@ -316,5 +351,8 @@ def prepare_main(prepare_fn: Callable[..., RealBuilder], argv: list[str] | None 
                          min_side=args.min_side, num_workers=args.num_workers)
     for split, info in builder.info.splits.items():
         print(f"{split}: {info.num_examples} examples")
-    print("skipped:", builder.info.metadata.get("skipped"))
+    for split, reasons in (builder.info.metadata.get("skipped") or {}).items():
+        print(f"{split}: {sum(reasons.values())} skipped {reasons}")
+    if builder.info.metadata.get("duplicate_rows"):
+        print("duplicate label rows merged (kept once):", builder.info.metadata["duplicate_rows"])
     print("prepared in", builder.data_dir)
