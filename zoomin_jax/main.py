@@ -41,7 +41,7 @@ def main(argv):
         # None everywhere lets jax detect Cloud TPU / SLURM / Open MPI by itself.
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    from zoomin_jax import evaluate, forward, preemption, train, workdir_lock
+    from zoomin_jax import checkpoint, evaluate, forward, paths, preemption, train, workdir_lock
 
     try:
         if FLAGS.mode == "train":
@@ -59,6 +59,9 @@ def main(argv):
               flush=True)
         preemption.exit_preempted()
     except workdir_lock.WorkdirInUse as e:  # one line, no traceback; exit status 1
+        sys.exit(f"zoomin_jax: {e}")
+    # A broken or mismatched checkpoint, an unwritable or full workdir: the step or path, the reason, the fix.
+    except (checkpoint.BrokenCheckpoint, checkpoint.CheckpointMismatch, paths.StorageError) as e:
         sys.exit(f"zoomin_jax: {e}")
 
 

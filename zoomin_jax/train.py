@@ -90,12 +90,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
     abstract = abstract_variables(model, config)
     var_target = checkpoint.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: repl, abstract))
     ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
+    ckpt.remove_temporary()  # left by a killed or failed save
+    ckpt.check_free_space(ckpt.save_size(var_target), "a checkpoint (the model alone, at least)")
     train_iter = input_pipeline.train_iterator(config)
 
-    start = ckpt.latest_step() or 0
+    # The newest checkpoint that verifies and restores finite; broken newer ones are reported and moved aside.
+    start, variables = ckpt.restore_newest_good(var_target, data_iterator=train_iter)
+    start = start or 0
     if start:
         logging.info("Resuming from %s step %d", ckpt.directory, start)
-        variables = ckpt.restore(start, var_target, data_iterator=train_iter)["model"]
     elif config.init_from:
         variables = init_from.load(
             config.init_from, var_target, config,
