@@ -467,10 +467,11 @@ class Checkpointer:
                             "restored without error and is finite", found, MANIFEST)
         return found, variables
 
-    def newest_intact_step(self, below: int | None = None) -> int | None:
-        """The newest step (below `below`) whose files match its manifest, without restoring it; for messages."""
+    def newest_intact_step(self, other_than: int | None = None) -> int | None:
+        """The newest step (other than `other_than`) whose files match its manifest, without restoring it; for
+        messages."""
         for step in reversed(self.all_steps()):
-            if (below is None or step < below) and self.verify(step) is None:
+            if step != other_than and self.verify(step) is None:
                 return step
         return None
 

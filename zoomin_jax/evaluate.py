@@ -264,8 +264,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
         try:
             variables = ckpt.restore(step, target)["model"]
         except checkpoint.BrokenCheckpoint as e:  # refused, never evaluated; the fix names an intact step
-            good = ckpt.newest_intact_step(below=step)
-            use = f"evaluate step {good} with --step={good}" if good is not None else "no older intact step"
+            good = ckpt.newest_intact_step(other_than=step)
+            use = f"evaluate step {good} with --step={good}" if good is not None else "no other step is intact"
             raise checkpoint.BrokenCheckpoint(step, e.reason, f"{use}, or remove {ckpt.step_dir(step)} (a training "
                                               "run moves it aside itself and resumes from the newest good step)"
                                               ) from None
