@@ -181,7 +181,10 @@ def _nbytes(tree: Any) -> int:
 
 
 def _slug(reason: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", reason.lower()).strip("-")[:60] or "broken"
+    """A folder-name form of a reason, cut at a word boundary: 'model/ocdbt.process_0/d/9e2f sha256 mismatch' ->
+    'model-ocdbt-process-0-d-9e2f-sha256-mismatch'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", reason.lower()).strip("-")
+    return (slug if len(slug) <= 80 else slug[:80].rsplit("-", 1)[0]) or "broken"
 
 
 def _agree(value: int) -> int:
