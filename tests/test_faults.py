@@ -7,7 +7,9 @@ once it has compiled its train step the two other lanes start, each command as s
 
   reference: one uninterrupted run, the oracle for every other lane;
   kill -9:   killed at a moment drawn from KILL_SEEDS (a step line, then a delay), re-run, killed again at the next
-             seed's moment (drawn among the later steps and the stage-end evaluation), re-run to the end;
+             seed's moment (drawn among the later steps and the stage-end evaluation); then 4 KiB of random bytes
+             written into the newest checkpoint's model data: re-run to the end, falling back past the broken step
+             (named), while `--mode=eval` on a copy refuses it (exit 1, one line with the fix);
   SIGTERM:   stopped with SIGSTOP after its first step while a second run on the same workdir is refused (naming the
              holder's pid; the workdir untouched), then SIGTERM: exit 75 within a few seconds; the re-run gets
              SIGTERM as its last step line appears (save / stage-end evaluation): exit 75 within a few seconds;
@@ -17,14 +19,15 @@ Both interrupted lanes must end with parameters, batch statistics, optimiser sta
 bit-identical to the reference, and with one metrics row per step. A killed run's lock never blocks the re-run (the
 kernel drops a flock with its holder). In-process: skip accounting on a damaged IDRiD download whose dropped set is
 known by construction. Bad batch sizes are refused before the workdir exists: tests/test_train_guards.py (not
-repeated here). Corrupt checkpoints (fallback in training, refusal in eval): tests/test_checkpoint_integrity.py and
-the marked place below.
+repeated here). Other checkpoint damage (truncated, deleted, garbled files) in-process:
+tests/test_checkpoint_integrity.py.
 """
 
 import csv
 import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,10 +73,10 @@ class _Runs:
                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
         self.lock = threading.Lock()
 
-    def popen(self, workdir, name):
+    def popen(self, workdir, name, extra=()):
         log = self.tmp / f"{name}.log"
         cmd = [sys.executable, "-m", "zoomin_jax.main", *OVERRIDES, f"--config.data.data_dir={self.data_dir}",
-               f"--workdir={workdir}"]
+               f"--workdir={workdir}", *extra]
         p = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
         p.log = log
         with self.lock:
@@ -141,7 +144,27 @@ def _kill_lane(runs, out):
         runs.wait(p)
         procs.append(p)
     out["killed"] = procs
+    # Random bytes in the newest checkpoint's model data: the re-run falls back past it, an eval (on a copy, taken
+    # before the re-run moves the broken step aside) refuses it.
+    out["broken_step"] = _break_latest_checkpoint(workdir)
+    shutil.copytree(workdir, runs.tmp / "broken_eval")
+    evaluation = runs.popen(runs.tmp / "broken_eval", "broken_eval", ["--mode=eval"])
     out["killed_final"] = runs.run(workdir, "killed_final")
+    runs.wait(evaluation)
+    out["broken_eval"] = evaluation
+
+
+def _break_latest_checkpoint(workdir) -> int:
+    """Overwrites 4 KiB inside the largest model data file of the newest committed step; returns the step."""
+    steps = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+    step = steps[-1]
+    files = [f for f in (workdir / "checkpoints" / str(step) / "model").rglob("*") if f.is_file() and "d" in f.parts]
+    target = max(files, key=lambda f: f.stat().st_size)
+    size = target.stat().st_size
+    with open(target, "r+b") as f:
+        f.seek(size // 4)
+        f.write(np.random.default_rng(11).integers(0, 256, min(4096, size // 2), dtype=np.uint8).tobytes())
+    return step
 
 
 def _sigterm_lane(runs, out):
@@ -273,10 +296,18 @@ def test_sigterm_during_training_and_during_evaluation_exit_75_promptly_and_resu
     _assert_identical_to_reference(runs, runs["tmp"] / "sigterm")
 
 
-@pytest.mark.skip(reason="checkpoint verification: task A (random bytes in the latest checkpoint -> training falls "
-                         "back naming the step; --mode=eval refuses with a non-zero exit)")
-def test_random_bytes_in_the_latest_checkpoint():
-    pass
+def test_random_bytes_in_the_latest_checkpoint_training_falls_back_eval_refuses(runs):
+    step = runs["broken_step"]
+    final = _text(runs["killed_final"].log)
+    said = [x for x in final.splitlines() if x.startswith(f"checkpoint step {step} is broken (")]
+    assert len(said) == 1 and ("resuming from step" in said[0] or "starting afresh" in said[0]), final[-3000:]
+    # ... and the run still ends exactly as the uninterrupted one: test_kill_9_at_random_moments_then_rerun_....
+    evaluation, text = runs["broken_eval"], _text(runs["broken_eval"].log)
+    assert evaluation.returncode == 1, text[-3000:]
+    line = [x for x in text.splitlines() if x.startswith(f"zoomin_jax: checkpoint step {step} is broken (")]
+    assert len(line) == 1, text[-3000:]  # the step, the reason, and the fix: an intact step if any, or removing it
+    assert ("--step=" in line[0] or "no other step is intact" in line[0]) and ", or remove " in line[0], line
+    assert "Traceback" not in text and "[eval" not in text  # refused, nothing evaluated
 
 
 # --- skip accounting on a damaged download (in-process) ---------------------------------------------------------
