@@ -144,9 +144,17 @@ def _quiet_abandoned_reads() -> None:
     if getattr(previous, "zoomin_quiet", False):
         return
 
-    def hook(unraisable):
+    def from_orbax(unraisable) -> bool:
         code = getattr(unraisable.object, "cr_code", None)
-        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+        files = [code.co_filename] if code is not None else []
+        tb = unraisable.exc_traceback
+        while tb is not None:  # the report may carry no object (None) but the coroutine's frames
+            files.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        return any(f"{os.sep}orbax{os.sep}" in f for f in files)
+
+    def hook(unraisable):
+        if from_orbax(unraisable):
             return
         previous(unraisable)
 
