@@ -38,7 +38,7 @@ import fixtures_real as fx
 import jax
 import numpy as np
 import pytest
-from tiny import tiny_config
+from tiny import one_stage_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
@@ -54,11 +54,7 @@ PREDICTIONS = f"predictions/mnet_step{STEPS}_validation.csv"
 
 
 def _config(data_dir):
-    c = tiny_config(str(data_dir))
-    c.stage_order = ("mnet",)
-    c.stages.mnet.steps = STEPS
-    c.data.synthetic.num_validation = 16
-    return c
+    return one_stage_config(data_dir, STEPS, 16)
 
 
 class _Runs:

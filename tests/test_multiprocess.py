@@ -24,7 +24,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from tiny import tiny_config
+from tiny import one_stage_config
 
 from zoomin_jax import checkpoint, sharding
 from zoomin_jax.forward import abstract_variables, build
@@ -40,11 +40,7 @@ OVERRIDES = ["--config=tests/tiny.py", "--config.stage_order=mnet", f"--config.s
 
 
 def _config(data_dir):
-    c = tiny_config(str(data_dir))
-    c.stage_order = ("mnet",)
-    c.stages.mnet.steps = STEPS
-    c.data.synthetic.num_validation = 12
-    return c
+    return one_stage_config(data_dir, STEPS, 12)
 
 
 def _free_port() -> int:

@@ -25,6 +25,15 @@ def tiny_config(data_dir: str | None = None):
     return c
 
 
+def one_stage_config(data_dir, steps: int, num_validation: int):
+    """The tiny config cut to stage mnet alone: the runs of the subprocess tests (which pass the same as flags)."""
+    c = tiny_config(str(data_dir))
+    c.stage_order = ("mnet",)
+    c.stages.mnet.steps = steps
+    c.data.synthetic.num_validation = num_validation
+    return c
+
+
 def get_config():
     """For `--config=tests/tiny.py` in subprocess tests."""
     return tiny_config()
