@@ -87,6 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Candidate cells must have their centre inside this circle (fraction of half the image side): the eye disc of a
     # disc-cropped photograph, not its black corners (ours; None: anywhere).
     m.regions.disc_radius = 1.0
+    # Also each photograph's own field of view (ours): candidate cells must show retina, not the black (or, after
+    # Graham, grey) bands of a photograph cut at top and bottom. Train and eval batches then carry `fov_rows`.
+    m.regions.fov = False
     # Map the boxes are chosen on: "gated" (G = S * A, the paper's) or "attention" (A alone). Ours: S is signed and
     # its per-grade offset is free (attention sums to one), so G's peaks can sit where a grade's evidence is most
     # *negative*; on one trained checkpoint G's boxes found 16% of the lesions, A's 35% (README).

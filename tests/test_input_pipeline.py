@@ -442,3 +442,31 @@ def test_orbax_saves_and_restores_iterator(config, train_source, tmp_path):
     with ocp.CheckpointManager(tmp_path, item_names=("data",)) as mngr:
         mngr.restore(mngr.latest_step(), args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
     assert_same_batches(take(fresh, 3), want)
+
+
+def test_train_examples_carry_the_field_of_view_moved_with_the_image():
+    """With `model.regions.fov`, each training example carries its field of view after the augmentation. Oracle: the
+    field of view found afresh on the augmented pixels (`fov.field_of_view`), not the warp of the stored one."""
+    from zoomin_jax.data import fov, preprocess
+
+    yy, xx = np.mgrid[:SIZE, :SIZE] + 0.5
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    disc = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2 <= (0.48 * SIZE) ** 2
+    image[disc] = (150, 90, 60)
+    image[:22] = image[-18:] = 0  # a photograph cut at top and bottom: black bands inside the disc
+    stored = fov.mask_to_rows(disc & (yy >= 22) & (yy < SIZE - 18))
+    record = {"image": preprocess.encode_jpeg(image), "label": 2, "id": "cut",
+              "lesions": {"box": np.zeros((0, 4), np.int32), "kind": np.zeros((0,), np.int64)}, "fov_rows": stored}
+    flags = {"rotate": True, "flip": True, "scale": 0.1, "brightness": 0.1, "contrast": 0.1}
+    with_fov = ip._TrainExample([record], SIZE, 4, flags, fov=True)
+    without = ip._TrainExample([record], SIZE, 4, flags, fov=False)
+    for seed in range(8):
+        ex = with_fov.random_map(0, np.random.default_rng(seed))
+        plain = without.random_map(0, np.random.default_rng(seed))
+        np.testing.assert_array_equal(ex["image"], plain["image"])  # carrying it changes no pixel
+        assert ex["fov_rows"].dtype == np.int16 and ex["fov_rows"].shape == (SIZE, 2)
+        carried = fov.rows_to_mask(ex["fov_rows"], SIZE)
+        found = fov.rows_to_mask(fov.field_of_view(ex["image"]), SIZE)
+        assert (carried & found).sum() / (carried | found).sum() > 0.95, seed
+    turned = [with_fov.random_map(0, np.random.default_rng(s))["fov_rows"] for s in range(8)]
+    assert sum(not np.array_equal(t, stored) for t in turned) >= 6

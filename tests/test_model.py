@@ -62,6 +62,39 @@ def test_sharded_forward_equals_single_device_and_is_consistent(setup):
     np.testing.assert_allclose(out["box_scores"], want_scores, rtol=1e-6)
 
 
+def test_eval_step_keeps_boxes_in_each_field_of_view_and_turns_it_with_the_image(setup):
+    """`regions.fov`: the eval step takes each image's field of view; boxes sit on cells whose centre shows the
+    retina, and a test-time flip flips the field of view with the image (oracle: the model applied by hand on the
+    flipped image with a numpy-flipped mask)."""
+    from zoomin_jax import evaluate
+
+    c, mesh, model, variables, images = setup
+    rows = np.zeros((8, 200, 2), np.int16)
+    for i in range(8):  # a different band per image: only rows [lo, lo + 70) show the retina, left part only
+        lo = 10 + 15 * i
+        rows[i, lo:lo + 70] = (0, 150)
+    step = evaluate.make_eval_step(model, mesh, ("identity", "flip_lr"), fov=True)
+    index = np.arange(8, dtype=np.int32)
+    out = jax.device_get(step(variables, *sharding.to_global((images, index, rows), mesh)))
+    mask = np.asarray(regions.fov_mask(jnp.asarray(rows), 200))
+    assert mask[0, 10, 149] and not mask[0, 10, 150] and not mask[0, 9, 0] and not mask[0, 80, 0]
+    ys, xs = centres(c)
+    boxes = np.asarray(regions.cell_boxes((ys, xs), 200, 80))  # (49, 4), row-major cells
+    py, px = np.meshgrid([int(float(y)) for y in ys], [int(float(x)) for x in xs], indexing="ij")
+    allowed = mask[:, py.reshape(-1), px.reshape(-1)]  # (8, 49): the centre pixel shows the retina
+    def all_allowed(i, picked):
+        return all(any(allowed[i, k] for k in np.flatnonzero((boxes == b).all(1))) for b in picked)
+    assert all(all_allowed(i, out["boxes"][i]) for i in range(8))
+    apply = jax.jit(lambda x, m: model.apply(variables, x, train=False, fov=m))
+    plain = jax.nn.softmax(apply(images, mask)["logits"])
+    flipped = jax.nn.softmax(apply(images[:, :, ::-1], mask[:, :, ::-1])["logits"])
+    np.testing.assert_allclose(out["probs"]["zoom_in"], (plain + flipped) / 2, rtol=1e-4, atol=1e-6)
+    free = jax.device_get(apply(images, np.ones_like(mask))["boxes"])  # every pixel "retina": the plain choice
+    assert not all(all_allowed(i, free[i]) for i in range(8))  # so the field of view did move boxes
+    unflipped_mask = jax.nn.softmax(apply(images[:, :, ::-1], mask)["logits"])
+    assert not np.allclose((plain + unflipped_mask) / 2, out["probs"]["zoom_in"], atol=1e-4)
+
+
 def test_uint8_and_scaled_float_inputs_agree(setup):
     _, _, model, variables, images = setup
     apply = jax.jit(lambda x: model.apply(variables, x, train=False))

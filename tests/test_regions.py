@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from zoomin_jax.models.zoom_in import cell_centres as model_cell_centres
-from zoomin_jax.regions import cell_centres, crop, select_boxes
+from zoomin_jax.regions import cell_centres, crop, fov_mask, select_boxes
 
 # Worked by hand: block35 cells look at 13.5 + 8i px of the low-res view, block17 at 21.5 + 16i, conv_7b at
 # 37.5 + 32i (tests/test_geometry.py), scaled by image / low-res size.
@@ -173,6 +173,35 @@ def test_disc_uses_the_same_centres_as_the_boxes():
     boxes, vals = select_boxes(scores, grid(BLOCK17_8_AT_400), 400, 96, 1, 1.0, disc_radius=1.0)
     np.testing.assert_array_equal(np.asarray(vals), [[1.0]])
     np.testing.assert_array_equal(np.asarray(boxes)[0, 0], [286, 286, 382, 382])  # 333.75 - 48 -> 286
+
+
+def test_field_of_view_keeps_boxes_off_the_black_bands_of_each_photograph():
+    # Image 0 is cut at top and bottom: only rows 100 .. 299 show the retina (cells 2..5 of the 25 + 50i grid);
+    # its best cells sit in the bands. Image 1 shows everything. Image 2's field of view holds only three cell
+    # centres, fewer than N = 4: it falls back to the disc rule (same picks as without a field of view).
+    centres = grid(range(25, 400, 50))
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(3, 8, 8)).astype(np.float32)
+    scores[0, 0, 3] = scores[0, 7, 4] = scores[0, 1, 1] = 50.0
+    rows = np.zeros((3, 400, 2), np.int16)
+    rows[0, 100:300] = (0, 400)
+    rows[1] = (0, 400)
+    rows[2, 120:130] = (70, 200)  # three: x = 75, 125, 175
+    mask = fov_mask(jnp.asarray(rows), 400)
+    assert mask.shape == (3, 400, 400) and bool(mask[0, 100, 0]) and not bool(mask[0, 99, 200])
+    boxes, vals = select_boxes(scores, centres, 400, 96, 4, 1.0, disc_radius=1.0, fov=mask)
+    plain_boxes, plain_vals = select_boxes(scores, centres, 400, 96, 4, 1.0, disc_radius=1.0)
+    yy, xx = np.meshgrid(np.arange(25, 400, 50) / 200 - 1, np.arange(25, 400, 50) / 200 - 1, indexing="ij")
+    disc = np.hypot(yy, xx) <= 1.0
+    band_rows = np.zeros((8, 8), bool)
+    band_rows[2:6] = True  # centres 125 .. 275 lie in rows 100 .. 299
+    expected = np.where(disc & band_rows, scores[0], -np.inf).reshape(-1)
+    np.testing.assert_allclose(np.asarray(vals[0]), -np.sort(-expected)[:4])
+    centre_rows = np.asarray(boxes[0])[:, 0] + 48
+    assert np.all((centre_rows >= 100) & (centre_rows < 300)), centre_rows
+    assert np.max(np.asarray(plain_vals[0])) == 50.0  # without it the bands win
+    np.testing.assert_array_equal(np.asarray(boxes[1]), np.asarray(plain_boxes[1]))
+    np.testing.assert_array_equal(np.asarray(boxes[2]), np.asarray(plain_boxes[2]))
 
 
 def test_disc_radius_too_small_for_num_regions_is_an_error():

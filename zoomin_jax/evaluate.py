@@ -21,7 +21,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from zoomin_jax import checkpoint, metrics, paths, sharding
+from zoomin_jax import checkpoint, metrics, paths, regions, sharding
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build
 from zoomin_jax.models.zoom_in import ZoomInNet
@@ -49,29 +49,34 @@ def head_probabilities(out: dict) -> dict[str, jnp.ndarray]:
             "zoom_in": jax.nn.softmax(out["logits"])}
 
 
-def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identity",)):
-    """jit(variables, images, index) -> {'probs': {head: (B, K)}, 'boxes', 'box_scores', 'index'}.
+def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identity",), fov: bool = False):
+    """jit(variables, images, index[, fov_rows]) -> {'probs': {head: (B, K)}, 'boxes', 'box_scores', 'index'}.
 
     Images and index are sharded on 'data'; the index (each row's position in the split, -1 on padding) travels
-    with the outputs, so a row's predictions are joined to its label by the index, never by position.
+    with the outputs, so a row's predictions are joined to its label by the index, never by position. With `fov`
+    (`config.model.regions.fov`) the step takes `fov_rows` too (int (B, S, 2), the batches' field of view), and
+    each test-time variant turns it with the image.
     """
     unknown = [t for t in tta if t not in TTA]
     if unknown:
         raise ValueError(f"config.data.eval_tta has unknown variants {unknown}; choose from {sorted(TTA)}")
 
-    def step(variables, images, index):
-        base = model.apply(variables, images, train=False)
+    def step(variables, images, index, fov_rows=None):
+        fov = None if fov_rows is None else regions.fov_mask(fov_rows, images.shape[1])
+        base = model.apply(variables, images, train=False, fov=fov)
         probs = head_probabilities(base) if "identity" in tta else None
         for name in tta:
             if name == "identity":
                 continue
-            p = head_probabilities(model.apply(variables, TTA[name](images), train=False))
+            turned = None if fov is None else TTA[name](fov)
+            p = head_probabilities(model.apply(variables, TTA[name](images), train=False, fov=turned))
             probs = p if probs is None else jax.tree_util.tree_map(jnp.add, probs, p)
         probs = jax.tree_util.tree_map(lambda p: p / len(tta), probs)
         return {"probs": probs, "boxes": base["boxes"], "box_scores": base["box_scores"], "index": index}
 
     batch = sharding.batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(sharding.replicated(mesh), batch, batch), out_shardings=batch)
+    data = (batch, batch, batch) if fov else (batch, batch)
+    return jax.jit(step, in_shardings=(sharding.replicated(mesh), *data), out_shardings=batch)
 
 
 HOST_KEYS = ("label", "lesion_boxes", "lesion_kinds", "lesion_valid", "index", "fov_rows", "optic_disc",
@@ -92,16 +97,17 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
       numpy arrays over the split's examples in split order: 'probs' {head: (n, K)}, 'boxes' (n, N, 4),
       'box_scores', 'label', 'lesion_boxes', 'lesion_kinds', 'lesion_valid', 'index', and 'id' (list of str).
     """
-    eval_step = eval_step or make_eval_step(model, mesh, tuple(config.data.eval_tta))
+    eval_step = eval_step or make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov)
     device_rows: dict[str, list] = {}
     host_rows: dict[str, list] = {}
     for k, batch in enumerate(input_pipeline.eval_iterator(config, split)):
         if preemption is not None and preemption.check():
             raise Preempted(f"SIGTERM during the evaluation on {split!r} (before batch {k + 1}); nothing new saved")
-        images, index = sharding.to_global((batch["image"], batch["index"]), mesh)
+        keys = ("image", "index", "fov_rows") if config.model.regions.fov else ("image", "index")
+        args = (variables, *sharding.to_global(tuple(batch[key] for key in keys), mesh))
         if k == 0 and preemption is not None:  # the first call compiles: SIGTERM honoured during it too
-            compile_promptly(eval_step, (variables, images, index), preemption, "the evaluation step")
-        out = multihost_utils.process_allgather(eval_step(variables, images, index), tiled=True)
+            compile_promptly(eval_step, args, preemption, "the evaluation step")
+        out = multihost_utils.process_allgather(eval_step(*args), tiled=True)
         host = {key: batch[key] for key in HOST_KEYS}
         host["id"] = np.asarray(batch["id"], dtype=object)
         if jax.process_count() > 1:  # every host needs every row's labels to compute the metrics

@@ -34,6 +34,11 @@ lies inside the circle of that radius (a fraction of half the image side) around
 disc-cropped fundus photograph the corners are black surround, and an attention map trained from image-level labels
 can park weight there (a constant "bias" region), which would send crops into nothing. Cells outside the circle are
 never picked.
+
+`fov` (optional, per image) restricts candidates further to cells whose centre pixel lies in that photograph's
+field of view: many real photographs are cut at top and bottom, so the circle holds black bands (Graham
+normalisation turns them flat grey) where a crop shows nothing. An image with fewer than `num_regions` such cells
+falls back to the circle alone, so the output keeps N distinct cells.
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ def _select_one(scores: jnp.ndarray, boxes: jnp.ndarray, num_regions: int, iou_t
     m = scores.shape[0]
     _, order = lax.top_k(scores, m)  # full descending sort; ties: lower index first
     sorted_boxes = boxes[order]
-    ok = jnp.asarray(allowed)[order]
+    ok = allowed[order]
 
     def pick(n, carry):
         chosen, suppressed, picks = carry
@@ -135,6 +140,7 @@ def select_boxes(
     num_regions: int,
     iou_threshold: float,
     disc_radius: float | None = None,
+    fov: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Top-N boxes of each score map with greedy overlap suppression.
 
@@ -147,6 +153,9 @@ def select_boxes(
       iou_threshold: candidates overlapping a chosen box with IoU above this are suppressed (1.0: none are).
       disc_radius: only cells whose centre is within this fraction of half the image side from the image centre
         are candidates (see the module docstring); None: every cell. At least `num_regions` cells must qualify.
+      fov: optional bool (B, image_size, image_size), each image's field of view at high res (`fov_mask`): a cell
+        is a candidate only where the pixel holding its centre is True (images with fewer than `num_regions` such
+        cells use the disc rule alone).
 
     Returns:
       boxes: int32 (B, N, 4) as (y0, x0, y1, x1) in high-res pixels, end exclusive, best first;
@@ -168,8 +177,24 @@ def select_boxes(
         )
     scores = lax.stop_gradient(scores).reshape(b, h * w).astype(jnp.float32)
     boxes = cell_boxes(centres, image_size, patch_size)
-    cells = jax.vmap(lambda s: _select_one(s, boxes, num_regions, iou_threshold, allowed))(scores)
+    allowed = jnp.broadcast_to(jnp.asarray(allowed), (b, h * w))
+    if fov is not None:
+        if fov.shape != (b, image_size, image_size):
+            raise ValueError(f"fov must be ({b}, {image_size}, {image_size}), got {fov.shape}")
+        cy, cx = (np.clip([math.floor(c) for c in cs], 0, image_size - 1) for cs in centres)
+        inside = lax.stop_gradient(fov)[:, cy[:, None], cx[None, :]].reshape(b, h * w)
+        narrowed = allowed & inside
+        enough = narrowed.sum(axis=1, keepdims=True) >= num_regions
+        allowed = jnp.where(enough, narrowed, allowed)
+    cells = jax.vmap(lambda s, ok: _select_one(s, boxes, num_regions, iou_threshold, ok))(scores, allowed)
     return lax.stop_gradient(boxes[cells]), jnp.take_along_axis(scores, cells, axis=1)
+
+
+def fov_mask(fov_rows: jnp.ndarray, image_size: int) -> jnp.ndarray:
+    """bool (B, S, S) field-of-view masks from int (B, S, 2) per-row extents [x0, x1) (`zoomin_jax.data.fov`)."""
+    x = jnp.arange(image_size, dtype=jnp.int32)
+    rows = fov_rows.astype(jnp.int32)
+    return (rows[..., 0:1] <= x) & (x < rows[..., 1:2])
 
 
 def crop(images: jnp.ndarray, boxes: jnp.ndarray, patch_size: int) -> jnp.ndarray:

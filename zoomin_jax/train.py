@@ -109,7 +109,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
 
     writer = MetricWriter(workdir, enabled=is_lead, resume_step=start)  # rows of steps to be replayed go
     results = evaluate.load_results(workdir)
-    eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta))  # compiled once, used per stage
+    eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta),
+                                        config.model.regions.fov)  # compiled once, used per stage
     local_rows = config.batch_size // jax.process_count()
     logging.info("Preemption: %s", preempt.mechanism)
     try:
@@ -208,4 +209,5 @@ def _train_stage(config, model, mesh, stage, variables, start, total, ckpt, trai
 def _global_batch(batch: dict, mesh, local_rows: int) -> dict:
     """This host's rows of a training batch as global arrays sharded on 'data'."""
     assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
-    return sharding.to_global({"image": batch["image"], "label": batch["label"]}, mesh)
+    keys = ("image", "label", "fov_rows") if "fov_rows" in batch else ("image", "label")
+    return sharding.to_global({k: batch[k] for k in keys}, mesh)

@@ -15,7 +15,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from zoomin_jax import sharding
+from zoomin_jax import regions, sharding
 from zoomin_jax.models.zoom_in import SUBNETWORKS, ZoomInNet
 
 # Loss-weight key -> model output. "patch" grades each zoomed-in patch with its image's grade (B, N', K).
@@ -95,9 +95,10 @@ def make_train_step(model: ZoomInNet, config: ml_collections.ConfigDict, stage: 
     if not weights:
         raise ValueError(f"stage {stage} has no loss weight above zero")
 
-    def loss_fn(params, batch_stats, images, labels, rng):
+    def loss_fn(params, batch_stats, images, labels, rng, fov_rows):
+        fov = None if fov_rows is None else regions.fov_mask(fov_rows, images.shape[1])
         out, new = model.apply(
-            {"params": params, "batch_stats": batch_stats}, images, train=True, frozen=frozen,
+            {"params": params, "batch_stats": batch_stats}, images, train=True, frozen=frozen, fov=fov,
             rngs={"dropout": rng}, mutable=["batch_stats"],
         )
         # Only heads with a weight enter the loss, so XLA drops what a stage does not need (C-Net in stage 1).
@@ -112,7 +113,7 @@ def make_train_step(model: ZoomInNet, config: ml_collections.ConfigDict, stage: 
     def step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)
         (loss, (losses, accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, batch["image"], batch["label"], rng
+            state.params, state.batch_stats, batch["image"], batch["label"], rng, batch.get("fov_rows")
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -32,6 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from zoomin_jax.data import fov as fov_lib
+
 cv2.setNumThreads(1)  # see the module docstring
 
 TTA_VARIANTS = ("identity", "flip_lr", "flip_ud", "rot90", "rot180", "rot270")
@@ -154,8 +156,9 @@ def disc_mean(image: np.ndarray) -> np.ndarray:
 
 
 def random_augment(
-    image: np.ndarray, boxes: np.ndarray, kinds: np.ndarray, rng: np.random.Generator, flags: Mapping[str, Any]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image: np.ndarray, boxes: np.ndarray, kinds: np.ndarray, rng: np.random.Generator, flags: Mapping[str, Any],
+    fov_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, ...]:
     """One random training augmentation of an example.
 
     The random draws always happen in the same order, whatever the flags, so turning one augmentation off does not
@@ -168,9 +171,11 @@ def random_augment(
       rng: the example's generator.
       flags: `config.data.augment`: rotate (bool, uniform angle in [0, 360)), flip (bool, each axis with
         probability 1/2), scale (zoom in [1 - scale, 1 + scale]), brightness, contrast (factors in [1 - x, 1 + x]).
+      fov_rows: optional int (S, 2) field of view of `image` (`zoomin_jax.data.fov`), moved with the image.
 
     Returns:
-      (image, boxes, kinds): the augmented uint8 image, and the boxes still on the image with their kinds.
+      (image, boxes, kinds): the augmented uint8 image, and the boxes still on the image with their kinds;
+      with `fov_rows`, (image, boxes, kinds, fov_rows) with the field of view of the augmented image (int32).
     """
     size = image.shape[0]
     u = rng.random(6)
@@ -196,7 +201,15 @@ def random_augment(
         image = _apply_lut(image, photometric_lut(brightness, contrast, mean))
     boxes, keep = transform_boxes(boxes, matrix, size)
     kinds = np.asarray(kinds).reshape(-1)[keep]
-    return np.asarray(image), boxes, kinds
+    if fov_rows is None:
+        return np.asarray(image), boxes, kinds
+    mask = fov_lib.rows_to_mask(fov_rows, size).astype(np.uint8) * 255
+    if angle == 0.0 and scale == 1.0:
+        if flip_lr or flip_ud:
+            mask = cv2.flip(mask, -1 if flip_lr and flip_ud else (1 if flip_lr else 0))
+    else:
+        mask = warp_image(mask, matrix)  # bilinear: a pixel is in where more than half of it was
+    return np.asarray(image), boxes, kinds, fov_lib.mask_to_rows(mask > 127)
 
 
 def _tta_ops(name: str) -> tuple[bool, int]:

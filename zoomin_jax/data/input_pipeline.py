@@ -27,6 +27,8 @@ L = data.max_lesions):
   lesion_kinds int32 (b, L)         index into features.LESION_KINDS
   lesion_valid bool  (b, L)
   index        int32 (b,)           the example's position in the split (-1: eval padding)
+  fov_rows     int16 (b, S, 2)      train batches with `model.regions.fov` (always in eval batches, below): the
+                                    field of view moved with the augmented image
 eval batches also:
   mask         bool  (b,)           False on padding rows
   variant      int32 (b,)           the test-time variant's position in the `tta` list (0 without TTA)
@@ -174,8 +176,10 @@ def _example(record: dict, index: int, image: np.ndarray, boxes: Any, kinds: Any
 class _TrainExample(grain.transforms.RandomMap):
     """Example index -> decoded, augmented, padded example (the generator comes from grain, per position)."""
 
-    def __init__(self, source: Any, image_size: int, max_lesions: int, flags: dict):
+    def __init__(self, source: Any, image_size: int, max_lesions: int, flags: dict, fov: bool = False,
+                 graham: bool = False):
         self.source, self.image_size, self.max_lesions, self.flags = source, image_size, max_lesions, flags
+        self.fov, self.graham = fov, graham  # field of view carried (moved with the image) for the region choice
 
     def random_map(self, index: int, rng: np.random.Generator) -> dict:
         index = int(index)
@@ -183,8 +187,13 @@ class _TrainExample(grain.transforms.RandomMap):
         image = decode_jpeg(record["image"])
         _check_size(image, self.image_size, index)
         lesions = record["lesions"]
-        image, boxes, kinds = augment_lib.random_augment(image, lesions["box"], lesions["kind"], rng, self.flags)
-        return _example(record, index, image, boxes, kinds, self.max_lesions)
+        if not self.fov:
+            image, boxes, kinds = augment_lib.random_augment(image, lesions["box"], lesions["kind"], rng, self.flags)
+            return _example(record, index, image, boxes, kinds, self.max_lesions)
+        rows = _localisation_fields(record, image, self.graham)["fov_rows"]
+        image, boxes, kinds, rows = augment_lib.random_augment(image, lesions["box"], lesions["kind"], rng,
+                                                               self.flags, fov_rows=rows)
+        return {**_example(record, index, image, boxes, kinds, self.max_lesions), "fov_rows": rows.astype(np.int16)}
 
 
 class _EvalExample(grain.transforms.Map):
@@ -432,7 +441,8 @@ def train_dataset(
         indices = grain.MapDataset.range(n).shuffle(seed=int(config.data.shuffle_seed)).repeat()
     flags = config.data.augment.to_dict() if hasattr(config.data.augment, "to_dict") else dict(config.data.augment)
     examples = indices.random_map(
-        _TrainExample(source, config.model.image_size, config.data.max_lesions, flags),
+        _TrainExample(source, config.model.image_size, config.data.max_lesions, flags, config.model.regions.fov,
+                      config.data.graham),
         seed=_augment_seed(config.seed),
     )
     # Blocks of b consecutive positions; global batch k is blocks kP .. kP + P - 1, process i takes block kP + i.

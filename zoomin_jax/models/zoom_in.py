@@ -105,11 +105,11 @@ class ZoomInNet(nn.Module):
             region_reduce=m.regions.reduce, pooling=m.pooling, dropout=m.dropout, dtype=DTYPES[m.dtype],
         )
 
-    def _select(self, maps: jnp.ndarray):
+    def _select(self, maps: jnp.ndarray, fov: jnp.ndarray | None):
         lesion = maps[..., jnp.asarray(self.region_levels)]  # (B, h, w, L): A-Net's gated maps or attention
         centres = cell_centres(self.anet_endpoint, self.low_res_size, self.image_size, self.mnet_repeats)
         args = (centres, self.image_size, self.patch_size, self.num_regions, self.iou_threshold,
-                self.region_disc_radius)
+                self.region_disc_radius, fov)
         if self.region_reduce == "max":
             return regions.select_boxes(lesion.max(axis=-1), *args)
         # "per_level": N boxes from each level's map, concatenated level by level -> (B, L * N, 4).
@@ -122,7 +122,8 @@ class ZoomInNet(nn.Module):
         return feats.max(axis=1) if self.pooling == "max" else feats.mean(axis=1)
 
     @nn.compact
-    def __call__(self, images: jnp.ndarray, train: bool = False, frozen: Sequence[str] = ()) -> dict[str, jnp.ndarray]:
+    def __call__(self, images: jnp.ndarray, train: bool = False, frozen: Sequence[str] = (),
+                 fov: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
         """Grades a batch of high-res fundus images.
 
         Args:
@@ -131,6 +132,8 @@ class ZoomInNet(nn.Module):
           frozen: sub-networks ('mnet', 'anet', 'cnet') held fixed in this training stage: their BatchNorms use
             (and keep) the running averages, and their outputs carry `stop_gradient`, so no backward pass is
             spent on them. The optimiser masks their parameters too (train.py).
+          fov: optional bool (B, S, S) field of view of each image (`regions.fov_mask`): boxes only on cells whose
+            centre shows the retina (`config.model.regions.fov`; the callers pass it when that is set).
 
         Returns:
           logits (B, K) of the fused head; mnet_logits, anet_logits (B, K); patch_logits (B, N', K) of each patch
@@ -155,7 +158,7 @@ class ZoomInNet(nn.Module):
         mnet_logits = fix("mnet", nn.Dense(self.num_classes, name="mnet_head")(drop(f_m)))
 
         a = fix("anet", ANet(self.num_classes, self.anet_hidden, self.dtype, name="anet")(feature_map))
-        boxes, box_scores = self._select(a[self.region_map])
+        boxes, box_scores = self._select(a[self.region_map], fov)
 
         patches = regions.crop(x, boxes, self.patch_size)  # (B, N', P, P, 3)
         n = patches.shape[1]
