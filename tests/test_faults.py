@@ -65,7 +65,8 @@ class _Runs:
         self.procs: list[subprocess.Popen] = []
         self.env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
                     "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-                    "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax_cache"),
+                    # the session's compilation cache (conftest.py), else this module's own
+                    "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp / "jax_cache")),
                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
         self.lock = threading.Lock()
@@ -266,6 +267,17 @@ def test_kill_9_at_random_moments_then_rerun_is_bit_identical(runs):
     assert final.returncode == 0, _text(final.log)[-3000:]
     assert "in use" not in _text(final.log)  # the killed runs' locks went with them
     _assert_identical_to_reference(runs, runs["tmp"] / "killed")
+
+
+def test_a_run_shows_its_own_lines_and_warnings_not_the_libraries_info_logging(runs):
+    """Without --library_logs, no INFO record of Orbax (its checkpoint internals) reaches the output, while the
+    project's own INFO lines and a library's warnings do."""
+    lines = _text(runs["reference"].log).splitlines()
+    info = [x for x in lines if re.match(r"I\d{4} ", x)]
+    assert any("train.py" in x and "Stage mnet" in x for x in info), lines[:40]
+    assert not [x for x in info if "orbax" in x or "checkpoint_manager.py" in x or "atomicity.py" in x], info[:20]
+    assert any(re.match(r"W\d{4} .*dataset_builder.py", x) for x in lines)  # tfds's warning stays
+    assert len(lines) < 120, len(lines)
 
 
 def test_second_run_on_a_workdir_in_use_is_refused_naming_the_holder(runs):

@@ -25,11 +25,17 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (mult
 flags.DEFINE_string("coordinator_address", None, "--distributed without SLURM/TPU: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "--distributed without SLURM/TPU: number of processes.")
 flags.DEFINE_integer("process_id", None, "--distributed without SLURM/TPU: this process's index (0-based).")
+flags.DEFINE_bool("library_logs", False, "Also show the libraries' INFO logging (by default only this project's "
+                  "lines and every library's warnings and errors: Orbax alone logs ~1,600 INFO lines a default run).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
+    if not FLAGS.library_logs:
+        from zoomin_jax import log_filter
+
+        log_filter.quiet_libraries()
     config = FLAGS.config
     # Before any backend starts: CPU compiler flags (only read by XLA's CPU backend).
     if config.cpu_xla_flags:
