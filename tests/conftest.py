@@ -12,3 +12,20 @@ import jax  # noqa: E402
 
 # As configs/default.py's prng_impl: much faster to compile parameter initialisation on CPU.
 jax.config.update("jax_default_prng_impl", "rbg")
+
+# One persistent compilation cache for the whole session, in-process and in every subprocess the tests start (they
+# inherit the environment): the tiny config's steps compile once however many modules and processes build them.
+# Fresh per session, so no test depends on what an earlier session left.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="zoomin_jax_test_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    jax.config.update("jax_compilation_cache_dir", _cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
