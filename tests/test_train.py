@@ -144,3 +144,52 @@ def test_eval_without_checkpoint_says_what_to_do(tmp_path, data_dir):
 
     with pytest.raises(FileNotFoundError, match=r"No checkpoint in .*checkpoints.*--mode=train"):
         evaluate_checkpoint(e2e_config(data_dir), str(tmp_path))
+
+
+def test_predict_on_a_folder_grades_each_photograph_as_the_eval_step_does_alone(uninterrupted, data_dir, tmp_path):
+    """`--mode=predict` over a folder (nested, mixed formats, two damaged files, 10 photographs: two batches with
+    padding): every row is the eval step's output for that photograph prepared alone, boxes mapped back to it."""
+    from PIL import Image
+
+    from zoomin_jax import evaluate, predict, sharding
+
+    wd, _ = uninterrupted
+    c = e2e_config(data_dir)
+    rng = np.random.default_rng(0)
+    (tmp_path / "in" / "nested").mkdir(parents=True)
+    names = []
+    for i in range(10):
+        h, w = int(rng.integers(300, 500)), int(rng.integers(500, 700))
+        yy, xx = np.mgrid[:h, :w]
+        disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 <= (0.45 * h) ** 2
+        image = np.zeros((h, w, 3), np.uint8)
+        image[disc] = rng.integers(60, 200, 3)
+        spots = rng.random((h, w)) < 0.002  # dark dots: photographs the model grades differently
+        image[disc & spots] = (40, 10, 10)
+        name = f"{'nested/' if i % 3 == 0 else ''}photo{i}.{('jpg', 'png', 'tif')[i % 3]}"
+        Image.fromarray(image).save(tmp_path / "in" / name)
+        names.append(name)
+    Image.fromarray(np.full((400, 600), 90, np.uint8)).save(tmp_path / "in" / "gray.png")
+    jpeg = (tmp_path / "in" / "nested" / "photo0.jpg").read_bytes()
+    (tmp_path / "in" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    out = predict.predict_folder(c, str(wd), str(tmp_path / "in"), str(tmp_path / "out"))
+
+    assert sorted(r["path"] for r in out["rows"]) == sorted(names)
+    assert sorted((p, reason) for p, reason, _ in out["unreadable"]) == [("cut.jpg", "truncated"),
+                                                                         ("gray.png", "grayscale")]
+    model, mesh, variables, step = evaluate.restore_model(c, str(wd))
+    assert out["step"] == step == 8
+    eval_step = evaluate.make_eval_step(model, mesh, tuple(c.data.eval_tta))
+    for r in out["rows"]:
+        prep = predict.prepare(tmp_path / "in" / r["path"], c)
+        images = np.zeros((8, 100, 100, 3), np.uint8)
+        images[0] = prep.image
+        alone = jax.device_get(eval_step(variables, *sharding.to_global((images, np.arange(8, dtype=np.int32)),
+                                                                       mesh)))
+        np.testing.assert_allclose(r["probabilities"], alone["probs"]["zoom_in"][0], rtol=1e-5, atol=1e-6)
+        assert r["boxes_prepared"] == alone["boxes"][0].tolist()
+        assert r["boxes"] == predict.photo_boxes(alone["boxes"][0], prep.transform, 100, prep.photo_hw).tolist()
+    assert len({round(r["p_abnormal"], 6) for r in out["rows"]}) > 1  # the photographs are told apart
+    csv_rows = open(tmp_path / "out" / "predictions.csv").read().splitlines()
+    assert len(csv_rows) == 11 and csv_rows[0].startswith("path,photo_height,photo_width,grade,p0")
+    assert len(open(tmp_path / "out" / "unreadable.csv").read().splitlines()) == 3

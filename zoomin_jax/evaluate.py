@@ -245,6 +245,36 @@ def save_results(workdir: str, results: dict) -> None:
         os.replace(tmp, path)
 
 
+def restore_model(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
+    """The model of a training run's checkpoint (no optimiser, no training data), replicated on the mesh.
+
+    Returns:
+      (model, mesh, variables, step). Raises FileNotFoundError when the workdir has no such checkpoint, and
+      `checkpoint.BrokenCheckpoint` naming an intact step to use instead when it fails its checks.
+    """
+    mesh = sharding.make_mesh(config.mesh.data)
+    model = build(config)
+    ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+    step = ckpt.latest_step() if step is None else step
+    if step is None or step not in ckpt.all_steps():
+        raise FileNotFoundError(
+            f"No checkpoint{'' if step is None else f' at step {step}'} in {ckpt.directory} "
+            f"(available: {ckpt.all_steps() or 'none'}); train first with --mode=train and the same --workdir"
+        )
+    abstract = abstract_variables(model, config)
+    repl = sharding.replicated(mesh)
+    target = checkpoint.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: repl, abstract))
+    try:
+        variables = ckpt.restore(step, target)["model"]
+    except checkpoint.BrokenCheckpoint as e:  # refused, never used; the fix names an intact step
+        good = ckpt.newest_intact_step(other_than=step)
+        use = f"use step {good} with --step={good}" if good is not None else "no other step is intact"
+        raise checkpoint.BrokenCheckpoint(step, e.reason, f"{use}, or remove {ckpt.step_dir(step)} (a training "
+                                          "run moves it aside itself and resumes from the newest good step)"
+                                          ) from None
+    return model, mesh, variables, step
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
                         split: str | None = None) -> dict[str, dict]:
     """`--mode=eval`: restores a checkpoint's model (no optimiser, no training data) and evaluates all heads.
@@ -255,26 +285,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     with Preemption() as preemption:  # SIGTERM from here on: noted, acted on before the next batch
         workdir = paths.resolve(workdir)
-        mesh = sharding.make_mesh(config.mesh.data)
-        model = build(config)
-        ckpt = checkpoint.Checkpointer(workdir, async_save=False)
-        step = ckpt.latest_step() if step is None else step
-        if step is None or step not in ckpt.all_steps():
-            raise FileNotFoundError(
-                f"No checkpoint{'' if step is None else f' at step {step}'} in {ckpt.directory} "
-                f"(available: {ckpt.all_steps() or 'none'}); train first with --mode=train and the same --workdir"
-            )
-        abstract = abstract_variables(model, config)
-        repl = sharding.replicated(mesh)
-        target = checkpoint.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: repl, abstract))
-        try:
-            variables = ckpt.restore(step, target)["model"]
-        except checkpoint.BrokenCheckpoint as e:  # refused, never evaluated; the fix names an intact step
-            good = ckpt.newest_intact_step(other_than=step)
-            use = f"evaluate step {good} with --step={good}" if good is not None else "no other step is intact"
-            raise checkpoint.BrokenCheckpoint(step, e.reason, f"{use}, or remove {ckpt.step_dir(step)} (a training "
-                                              "run moves it aside itself and resumes from the newest good step)"
-                                              ) from None
+        model, mesh, variables, step = restore_model(config, workdir, step)
         split = split or config.data.eval_split
         thresholds = None
         if split != config.data.eval_split:

@@ -2,6 +2,8 @@
 
     python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default            # train (resumes)
     python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=eval  # restore + evaluate
+    python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=predict \
+        --input=photos/ --output=out/                                                          # your photographs
     python -m zoomin_jax.main --config=configs/default.py --mode=forward                      # one forward pass
 
 Exit status: 0 finished; 75 (EX_TEMPFAIL) preempted by SIGTERM, the last completed step saved: run the same
@@ -16,10 +18,13 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (ml_collections).", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "One run per folder: checkpoints, metrics, predictions.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "forward"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "forward"],
                   "train: train all stages (re-running resumes); eval: restore a checkpoint and evaluate; "
+                  "predict: grade your own photographs (--input, --output) with a checkpoint; "
                   "forward: one sharded forward pass of an untrained network on synthetic photographs.")
-flags.DEFINE_integer("step", None, "eval: checkpoint step (default: the latest).")
+flags.DEFINE_integer("step", None, "eval, predict: checkpoint step (default: the latest).")
+flags.DEFINE_string("input", None, "predict: a photograph or a folder of them (JPEG, PNG, TIFF; recursive).")
+flags.DEFINE_string("output", None, "predict: folder for predictions.csv, predictions.json, unreadable.csv.")
 flags.DEFINE_string("split", None, "eval: split to evaluate (default: config.data.eval_split).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host TPU / GPU runs).")
 flags.DEFINE_string("coordinator_address", None, "--distributed without SLURM/TPU: host:port of process 0.")
@@ -54,6 +59,12 @@ def main(argv):
             train.train_and_evaluate(config, FLAGS.workdir)
         elif FLAGS.mode == "eval":
             evaluate.evaluate_checkpoint(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split)
+        elif FLAGS.mode == "predict":
+            from zoomin_jax import predict
+
+            if not FLAGS.input or not FLAGS.output:
+                sys.exit("zoomin_jax: --mode=predict needs --input=PHOTO_OR_FOLDER and --output=FOLDER")
+            predict.predict_folder(config, FLAGS.workdir, FLAGS.input, FLAGS.output, step=FLAGS.step)
         else:
             forward.forward_demo(config)
     except preemption.Preempted as e:

@@ -1,0 +1,67 @@
+"""`--mode=predict` geometry: boxes found on the prepared image map back to the ORIGINAL photograph's pixels.
+
+Oracle: a marker painted at a known place of a large photograph (not the crop's own arithmetic): it is found again
+by its colour in the prepared image, mapped back with `photo_boxes`, and must cover the painted box to within the
+prepared image's pixel size. The photographs are big JPEGs (decoded at a reduced DCT scale, so the decoded frame
+is not the photograph's size), with the eye disc whole or cut at top and bottom (the disc square then reaches past
+the photograph). The model-side of predict is tested end to end in tests/test_train.py.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny import tiny_config
+
+from zoomin_jax import predict
+
+
+def _photo(path, hw, centre, radius, marker):
+    """A red eye disc on black, with a pure blue square `marker` (y0, x0, y1, x1); saved as JPEG at `path`."""
+    h, w = hw
+    yy, xx = np.mgrid[:h, :w] + 0.5
+    image = np.zeros((h, w, 3), np.uint8)
+    image[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2] = (170, 70, 30)
+    y0, x0, y1, x1 = marker
+    image[y0:y1, x0:x1] = (0, 40, 255)
+    Image.fromarray(image).save(path, quality=95)
+
+
+def _found(image):
+    """Box of the blue marker in a prepared image (prepared pixels, end exclusive)."""
+    blue = (image[..., 2].astype(int) > 150) & (image[..., 0].astype(int) < 100)
+    ys, xs = np.nonzero(blue)
+    return np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
+
+
+@pytest.mark.parametrize("hw,centre,radius,marker", [
+    ((1500, 2200), (760, 1120), 700, (500, 1300, 620, 1450)),  # whole disc, off-centre in a wide photograph
+    ((1100, 1700), (550, 840), 760, (150, 600, 260, 720)),  # disc cut at top and bottom: the square leaves the photo
+])
+def test_boxes_map_back_onto_the_painted_marker(tmp_path, hw, centre, radius, marker):
+    c = tiny_config()
+    path = tmp_path / "photo.jpg"
+    _photo(path, hw, centre, radius, marker)
+    prep = predict.prepare(path, c)
+    size = c.model.image_size
+    assert prep.image.shape == (size, size, 3) and prep.photo_hw == hw
+    assert prep.transform.frame_hw != hw  # decoded at a reduced scale: the frame is not the photograph
+    back = predict.photo_boxes(_found(prep.image), prep.transform, size, hw)
+    px = 2 * radius / size  # photograph pixels per prepared pixel (the disc square spans the disc's diameter)
+    # Covers the marker up to one prepared pixel of blur, and is no bigger than it by more than two on a side.
+    assert np.all(np.abs(back - np.asarray(marker)) <= 2 * px + 2), (back, marker, px)
+    # A box reaching past the photograph (the square is wider than a cut photograph) is clipped to it.
+    whole = predict.photo_boxes(np.array([0, 0, size, size]), prep.transform, size, hw)
+    assert np.all(whole[:2] >= 0) and whole[2] <= hw[0] and whole[3] <= hw[1]
+    if radius * 2 > hw[0]:
+        assert whole[0] == 0 and whole[2] == hw[0]
+
+
+def test_list_photos_is_recursive_and_by_suffix(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("x.JPG", "a/y.png", "a/b/z.tif", "a/notes.txt", "a/b/w.jpeg"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in predict.list_photos(str(tmp_path))] == [
+        "a/b/w.jpeg", "a/b/z.tif", "a/y.png", "x.JPG"]
+    assert predict.list_photos(str(tmp_path / "x.JPG")) == [tmp_path / "x.JPG"]
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        predict.list_photos(str(tmp_path / "missing"))

@@ -1,0 +1,240 @@
+"""`--mode=predict`: a trained checkpoint grades the user's own photographs and says where it looked.
+
+    python -m zoomin_jax.main --config=C --workdir=W --mode=predict --input=PATH --output=DIR
+
+PATH is one photograph or a folder searched recursively for JPEG, PNG and TIFF files of any size. Each is prepared
+exactly as the builders prepare training photographs (decode, cut to the eye disc, resize to `model.image_size`,
+field of view, Graham when `data.graham`, the stored JPEG and its decoding), on a thread pool, and graded in
+batches of `data.eval_batch_size` by the evaluation's own jitted step (`evaluate.make_eval_step`: the same
+test-time variants and field-of-view rule).
+
+DIR receives:
+  predictions.csv   one row per photograph: path (relative to PATH), photo height and width, Zoom-in-Net's grade
+                    (argmax), p0..p4, expected grade, thresholded grade (with the thresholds the run fitted on its
+                    evaluation split, when it has them), abnormal and referable flags with their probabilities, and
+                    the N boxes in the ORIGINAL photograph's pixels (y0, x0, y1, x1, end exclusive) with scores.
+  predictions.json  the same per photograph, plus every head's probabilities, the boxes in the prepared image's
+                    pixels and the checkpoint step.
+  unreadable.csv    path, reason, detail for each file that could not be used (corrupt, truncated, grayscale, no
+                    eye disc found, ...); the run goes on without it.
+
+Flags (ours, the paper defines none): abnormal when P(grade >= 1) > 0.5, referable when P(grade >= 2) > 0.5.
+Boxes: the prepared image is the photograph's disc square (which may reach past the photograph's edges, padded
+black) scaled to `image_size`; a box maps back by that square's corner and scale (`photo_boxes`), clipped to the
+photograph, outer pixel edges rounded outwards.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from zoomin_jax import evaluate, metrics, progress, sharding
+from zoomin_jax.data import fov as fov_lib
+from zoomin_jax.data import input_pipeline, preprocess
+from zoomin_jax.validate import validate_config
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+def list_photos(path: str) -> list[Path]:
+    """The photograph `path`, or every JPEG / PNG / TIFF under the folder `path` (recursive, sorted)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return sorted(x for x in p.rglob("*") if x.is_file() and x.suffix.lower() in PHOTO_SUFFIXES)
+    raise FileNotFoundError(f"--input={path}: no such file or folder")
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A photograph as the model sees it, and what maps its boxes back."""
+
+    image: np.ndarray  # uint8 (S, S, 3), as stored by the builders
+    fov_rows: np.ndarray  # int16 (S, 2)
+    transform: preprocess.CropTransform  # from the decoded frame to the disc square
+    photo_hw: tuple[int, int]  # the photograph's full (height, width)
+
+
+def prepare(path: Path, config: ml_collections.ConfigDict) -> Prepared:
+    """One photograph prepared as the builders do; raises `preprocess.BadPhoto` for an unusable file."""
+    size = config.model.image_size
+    image, t = preprocess.disc_square(str(path), size)
+    rows = fov_lib.field_of_view(image, graham=config.data.graham)  # before Graham, which greys the black bands
+    if config.data.graham:
+        image = preprocess.graham(image)
+    # Through the builders' JPEG encoding and the input pipeline's decoder: the very pixels training and evaluation
+    # read from a prepared dataset, so a photograph of the evaluation split gets the evaluation's prediction.
+    image = input_pipeline.decode_jpeg(preprocess.encode_jpeg(image))
+    return Prepared(image, rows.astype(np.int16), t, preprocess.photo_size(str(path)))
+
+
+def photo_boxes(boxes: np.ndarray, t: preprocess.CropTransform, image_size: int,
+                photo_hw: tuple[int, int]) -> np.ndarray:
+    """Boxes in the prepared image's pixels -> the original photograph's pixels (inverse of `t.map_boxes`).
+
+    Args:
+      boxes: int (..., 4) (y0, x0, y1, x1), end exclusive, in the `image_size` square.
+      t: the crop of the decoded frame (which may be a reduced decode of the photograph).
+      photo_hw: the photograph's full (height, width).
+
+    Returns:
+      int32 (..., 4), end exclusive, clipped to the photograph; edges rounded outwards.
+    """
+    b = np.asarray(boxes, np.float64)
+    scale = t.side / image_size
+    fy, fx = photo_hw[0] / t.frame_hw[0], photo_hw[1] / t.frame_hw[1]
+    y0, y1 = ((b[..., 0] * scale + t.y0) * fy, (b[..., 2] * scale + t.y0) * fy)
+    x0, x1 = ((b[..., 1] * scale + t.x0) * fx, (b[..., 3] * scale + t.x0) * fx)
+    out = np.stack([np.floor(y0 + 1e-9), np.floor(x0 + 1e-9), np.ceil(y1 - 1e-9), np.ceil(x1 - 1e-9)], axis=-1)
+    hi = np.asarray([photo_hw[0], photo_hw[1], photo_hw[0], photo_hw[1]], np.float64)
+    return np.clip(out, 0, hi).astype(np.int32)
+
+
+def _load_thresholds(workdir: str) -> dict[str, list]:
+    saved = evaluate.load_results(workdir)
+    return {h: saved[name]["thresholds"] for h, name in evaluate.HEADS.items()
+            if name in saved and "thresholds" in saved[name]}
+
+
+def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: str, output_dir: str,
+                   step: int | None = None) -> dict[str, Any]:
+    """Grades every photograph under `input_path` with the checkpoint; writes `output_dir` (module docstring).
+
+    Returns:
+      {'rows': the per-photograph records written to predictions.json, 'unreadable': [(path, reason, detail)],
+       'step': the checkpoint step}.
+    """
+    if jax.process_count() > 1:
+        raise ValueError("--mode=predict runs in one process (it reads local files); start it without --distributed")
+    validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
+    photos = list_photos(input_path)
+    root = Path(input_path).expanduser()
+    root = root if root.is_dir() else root.parent
+    if not photos:
+        raise FileNotFoundError(f"--input={input_path}: no JPEG, PNG or TIFF photographs found ({PHOTO_SUFFIXES})")
+    out_dir = Path(output_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    model, mesh, variables, step = evaluate.restore_model(config, workdir, step)
+    thresholds = _load_thresholds(workdir)
+    eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov)
+    size, batch = config.model.image_size, config.data.eval_batch_size
+    print(f"Predicting {len(photos)} photographs under {input_path} with step {step} of {workdir}", flush=True)
+
+    def load(path):
+        try:
+            return path, prepare(path, config), None
+        except preprocess.BadPhoto as e:
+            return path, None, (e.reason, str(e))
+        except (OSError, ValueError) as e:  # unreadable file (permissions, vanished), undecodable content
+            return path, None, ("unreadable", f"{type(e).__name__}: {e}")
+
+    rows, unreadable = [], []
+    start, done = time.perf_counter(), 0
+    workers = max(2, min(8, os.cpu_count() or 2))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending: list[tuple[Path, Prepared]] = []
+        for k, (path, prep, bad) in enumerate(_in_order(pool, load, photos, window=2 * batch + workers), 1):
+            if bad is not None:
+                unreadable.append((str(path.relative_to(root)), *bad))
+            else:
+                pending.append((path, prep))
+            if len(pending) == batch or (k == len(photos) and pending):
+                rows += _grade(pending, eval_step, variables, mesh, size, batch, thresholds, root,
+                               config.model.regions.fov)
+                done += len(pending)
+                pending = []
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                eta = (len(photos) - k) / rate if rate > 0 else 0.0
+                print(f"[predict] {k}/{len(photos)} photographs ({len(unreadable)} unreadable) | {rate:.2f} img/s "
+                      f"ETA {progress.format_seconds(eta)}", flush=True)
+    _write(out_dir, rows, unreadable, step)
+    print(f"Wrote {out_dir / 'predictions.csv'} ({len(rows)} photographs) and predictions.json"
+          + (f"; {len(unreadable)} unreadable, listed in {out_dir / 'unreadable.csv'}" if unreadable else ""),
+          flush=True)
+    return {"rows": rows, "unreadable": unreadable, "step": step}
+
+
+def _in_order(pool, fn, items, window: int):
+    """fn(item) for each item, in order, with at most `window` submitted ahead (memory stays bounded)."""
+    futures: collections.deque = collections.deque()
+    it = iter(items)
+    for item in itertools.islice(it, window):
+        futures.append(pool.submit(fn, item))
+    while futures:
+        result = futures.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            futures.append(pool.submit(fn, nxt))
+        yield result
+
+
+def _grade(items, eval_step, variables, mesh, size, batch, thresholds, root, fov) -> list[dict]:
+    n = len(items)
+    images = np.zeros((batch, size, size, 3), np.uint8)
+    rows_fov = np.zeros((batch, size, 2), np.int16)
+    for i, (_, prep) in enumerate(items):
+        images[i], rows_fov[i] = prep.image, prep.fov_rows
+    index = np.where(np.arange(batch) < n, np.arange(batch), -1).astype(np.int32)
+    args = (images, index, rows_fov) if fov else (images, index)
+    out = jax.device_get(eval_step(variables, *sharding.to_global(args, mesh)))
+    probs = {h: np.asarray(p)[:n] for h, p in out["probs"].items()}
+    zoom = probs["zoom_in"]
+    expected = metrics.expected_grade(zoom)
+    thr = (metrics.apply_thresholds(expected, thresholds["zoom_in"]) if "zoom_in" in thresholds else None)
+    records = []
+    for i, (path, prep) in enumerate(items):
+        boxes = np.asarray(out["boxes"][i])
+        records.append({
+            "path": str(path.relative_to(root)),
+            "photo_height": prep.photo_hw[0], "photo_width": prep.photo_hw[1],
+            "grade": int(zoom[i].argmax()),
+            "probabilities": [float(p) for p in zoom[i]],
+            "expected_grade": float(expected[i]),
+            "grade_thresholded": None if thr is None else int(thr[i]),
+            "p_abnormal": float(zoom[i, 1:].sum()), "abnormal": bool(zoom[i, 1:].sum() > 0.5),
+            "p_referable": float(zoom[i, 2:].sum()), "referable": bool(zoom[i, 2:].sum() > 0.5),
+            "boxes": photo_boxes(boxes, prep.transform, size, prep.photo_hw).tolist(),
+            "box_scores": [float(s) for s in np.asarray(out["box_scores"][i])],
+            "boxes_prepared": boxes.tolist(),
+            "heads": {h: [float(p) for p in probs[h][i]] for h in probs},
+        })
+    return records
+
+
+def _write(out_dir: Path, rows: list[dict], unreadable: list, step: int) -> None:
+    n_boxes = len(rows[0]["boxes"]) if rows else 0
+    k = len(rows[0]["probabilities"]) if rows else 5
+    header = (["path", "photo_height", "photo_width", "grade"] + [f"p{c}" for c in range(k)]
+              + ["expected_grade", "grade_thresholded", "abnormal", "p_abnormal", "referable", "p_referable"]
+              + [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1", "score")])
+    with open(out_dir / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            thr = r["grade_thresholded"]
+            boxes = [v for b, s in zip(r["boxes"], r["box_scores"], strict=True) for v in (*b, f"{s:.5f}")]
+            w.writerow([r["path"], r["photo_height"], r["photo_width"], r["grade"]]
+                       + [f"{p:.5f}" for p in r["probabilities"]]
+                       + [f"{r['expected_grade']:.4f}", "" if r["grade_thresholded"] is None else thr]
+                       + [int(r["abnormal"]), f"{r['p_abnormal']:.5f}", int(r["referable"]), f"{r['p_referable']:.5f}"]
+                       + boxes)
+    (out_dir / "predictions.json").write_text(json.dumps({"step": step, "photographs": rows}, indent=1))
+    with open(out_dir / "unreadable.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason", "detail"])
+        w.writerows(unreadable)
