@@ -65,3 +65,22 @@ def test_list_photos_is_recursive_and_by_suffix(tmp_path):
     assert predict.list_photos(str(tmp_path / "x.JPG")) == [tmp_path / "x.JPG"]
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         predict.list_photos(str(tmp_path / "missing"))
+
+
+def test_heat_peaks_on_the_pixel_the_cell_looks_at():
+    """An impulse on cell (2, 3) of the tiny 7x7 map (centres 16.875 + 10i px of 100, worked by hand from
+    block35's 13.5 + 8i at 80 px) peaks on pixel (36, 46): the pixel centre nearest (36.875, 46.875)."""
+    from fractions import Fraction
+
+    from zoomin_jax import overlay
+
+    centres = tuple(Fraction(135, 8) + 10 * i for i in range(7))
+    values = np.zeros((7, 7))
+    values[2, 3] = 1.0
+    heat = overlay.heat_image(values, (centres, centres), 100)
+    assert np.unravel_index(np.argmax(heat), heat.shape) == (36, 46)
+    assert heat[36, 46] == pytest.approx((1 - 0.375 / 10) ** 2)  # bilinear: 0.375 px from the centre each way
+    assert np.all(heat[:, :6] == heat[:, :1]) and np.all(heat[90:] == heat[99:])  # held beyond the outer centres
+    picture = overlay.picture(np.zeros((100, 100, 3), np.uint8), values, np.stack([values] * 4, -1),
+                              np.array([[20, 30, 60, 70], [0, 0, 40, 40]]), (centres, centres), "t", "gated")
+    assert picture.size == (200, 18 + 100 + 2 * (50 + 14))

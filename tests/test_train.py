@@ -190,6 +190,9 @@ def test_predict_on_a_folder_grades_each_photograph_as_the_eval_step_does_alone(
         assert r["boxes_prepared"] == alone["boxes"][0].tolist()
         assert r["boxes"] == predict.photo_boxes(alone["boxes"][0], prep.transform, 100, prep.photo_hw).tolist()
     assert len({round(r["p_abnormal"], 6) for r in out["rows"]}) > 1  # the photographs are told apart
+    for r in out["rows"]:  # a picture per photograph: photo + heat + boxes, four level maps, the patches
+        with Image.open(tmp_path / "out" / r["picture"]) as im:
+            assert r["picture"] == f"pictures/{r['path']}.png" and im.size == (200, 18 + 100 + 2 * (50 + 14))
     csv_rows = open(tmp_path / "out" / "predictions.csv").read().splitlines()
     assert len(csv_rows) == 11 and csv_rows[0].startswith("path,photo_height,photo_width,grade,p0")
     assert len(open(tmp_path / "out" / "unreadable.csv").read().splitlines()) == 3

@@ -49,13 +49,15 @@ def head_probabilities(out: dict) -> dict[str, jnp.ndarray]:
             "zoom_in": jax.nn.softmax(out["logits"])}
 
 
-def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identity",), fov: bool = False):
+def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identity",), fov: bool = False,
+                   maps: bool = False):
     """jit(variables, images, index[, fov_rows]) -> {'probs': {head: (B, K)}, 'boxes', 'box_scores', 'index'}.
 
     Images and index are sharded on 'data'; the index (each row's position in the split, -1 on padding) travels
     with the outputs, so a row's predictions are joined to its label by the index, never by position. With `fov`
     (`config.model.regions.fov`) the step takes `fov_rows` too (int (B, S, 2), the batches' field of view), and
-    each test-time variant turns it with the image.
+    each test-time variant turns it with the image. With `maps` the outputs also hold the untransformed pass's
+    'attention' and 'gated' maps (B, h, w, K), for pictures.
     """
     unknown = [t for t in tta if t not in TTA]
     if unknown:
@@ -72,7 +74,10 @@ def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identi
             p = head_probabilities(model.apply(variables, TTA[name](images), train=False, fov=turned))
             probs = p if probs is None else jax.tree_util.tree_map(jnp.add, probs, p)
         probs = jax.tree_util.tree_map(lambda p: p / len(tta), probs)
-        return {"probs": probs, "boxes": base["boxes"], "box_scores": base["box_scores"], "index": index}
+        out = {"probs": probs, "boxes": base["boxes"], "box_scores": base["box_scores"], "index": index}
+        if maps:
+            out.update(attention=base["attention"], gated=base["gated"])
+        return out
 
     batch = sharding.batch_sharding(mesh)
     data = (batch, batch, batch) if fov else (batch, batch)

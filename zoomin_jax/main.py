@@ -25,6 +25,7 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "forward"],
 flags.DEFINE_integer("step", None, "eval, predict: checkpoint step (default: the latest).")
 flags.DEFINE_string("input", None, "predict: a photograph or a folder of them (JPEG, PNG, TIFF; recursive).")
 flags.DEFINE_string("output", None, "predict: folder for predictions.csv, predictions.json, unreadable.csv.")
+flags.DEFINE_bool("pictures", True, "predict: a picture per photograph (maps as heat, boxes, zoomed patches).")
 flags.DEFINE_string("split", None, "eval: split to evaluate (default: config.data.eval_split).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host TPU / GPU runs).")
 flags.DEFINE_string("coordinator_address", None, "--distributed without SLURM/TPU: host:port of process 0.")
@@ -64,7 +65,8 @@ def main(argv):
 
             if not FLAGS.input or not FLAGS.output:
                 sys.exit("zoomin_jax: --mode=predict needs --input=PHOTO_OR_FOLDER and --output=FOLDER")
-            predict.predict_folder(config, FLAGS.workdir, FLAGS.input, FLAGS.output, step=FLAGS.step)
+            predict.predict_folder(config, FLAGS.workdir, FLAGS.input, FLAGS.output, step=FLAGS.step,
+                                   pictures=FLAGS.pictures)
         else:
             forward.forward_demo(config)
     except preemption.Preempted as e:

@@ -15,6 +15,9 @@ DIR receives:
                     the N boxes in the ORIGINAL photograph's pixels (y0, x0, y1, x1, end exclusive) with scores.
   predictions.json  the same per photograph, plus every head's probabilities, the boxes in the prepared image's
                     pixels and the checkpoint step.
+  pictures/<path>.png  per photograph (`overlay.picture`, as in the paper's figure): the photograph with the map
+                    the boxes were chosen on as heat and the ranked boxes, the attention of lesion levels 1-4, and
+                    the zoomed patches (`pictures=False` / `--nopictures`: none).
   unreadable.csv    path, reason, detail for each file that could not be used (corrupt, truncated, grayscale, no
                     eye disc found, ...); the run goes on without it.
 
@@ -41,9 +44,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from zoomin_jax import evaluate, metrics, progress, sharding
+from zoomin_jax import evaluate, metrics, overlay, progress, sharding
 from zoomin_jax.data import fov as fov_lib
 from zoomin_jax.data import input_pipeline, preprocess
+from zoomin_jax.models.zoom_in import cell_centres
 from zoomin_jax.validate import validate_config
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -64,6 +68,7 @@ class Prepared:
     """A photograph as the model sees it, and what maps its boxes back."""
 
     image: np.ndarray  # uint8 (S, S, 3), as stored by the builders
+    display: np.ndarray  # uint8 (S, S, 3), the disc square before Graham, for pictures
     fov_rows: np.ndarray  # int16 (S, 2)
     transform: preprocess.CropTransform  # from the decoded frame to the disc square
     photo_hw: tuple[int, int]  # the photograph's full (height, width)
@@ -74,12 +79,13 @@ def prepare(path: Path, config: ml_collections.ConfigDict) -> Prepared:
     size = config.model.image_size
     image, t = preprocess.disc_square(str(path), size)
     rows = fov_lib.field_of_view(image, graham=config.data.graham)  # before Graham, which greys the black bands
+    display = image
     if config.data.graham:
         image = preprocess.graham(image)
     # Through the builders' JPEG encoding and the input pipeline's decoder: the very pixels training and evaluation
     # read from a prepared dataset, so a photograph of the evaluation split gets the evaluation's prediction.
     image = input_pipeline.decode_jpeg(preprocess.encode_jpeg(image))
-    return Prepared(image, rows.astype(np.int16), t, preprocess.photo_size(str(path)))
+    return Prepared(image, display, rows.astype(np.int16), t, preprocess.photo_size(str(path)))
 
 
 def photo_boxes(boxes: np.ndarray, t: preprocess.CropTransform, image_size: int,
@@ -111,7 +117,7 @@ def _load_thresholds(workdir: str) -> dict[str, list]:
 
 
 def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: str, output_dir: str,
-                   step: int | None = None) -> dict[str, Any]:
+                   step: int | None = None, pictures: bool = True) -> dict[str, Any]:
     """Grades every photograph under `input_path` with the checkpoint; writes `output_dir` (module docstring).
 
     Returns:
@@ -131,7 +137,9 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
 
     model, mesh, variables, step = evaluate.restore_model(config, workdir, step)
     thresholds = _load_thresholds(workdir)
-    eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov)
+    eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov,
+                                        maps=pictures)
+    draw = _painter(config, out_dir / "pictures") if pictures else None
     size, batch = config.model.image_size, config.data.eval_batch_size
     print(f"Predicting {len(photos)} photographs under {input_path} with step {step} of {workdir}", flush=True)
 
@@ -155,7 +163,7 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
                 pending.append((path, prep))
             if len(pending) == batch or (k == len(photos) and pending):
                 rows += _grade(pending, eval_step, variables, mesh, size, batch, thresholds, root,
-                               config.model.regions.fov)
+                               config.model.regions.fov, draw)
                 done += len(pending)
                 pending = []
                 rate = done / max(time.perf_counter() - start, 1e-9)
@@ -183,7 +191,29 @@ def _in_order(pool, fn, items, window: int):
         yield result
 
 
-def _grade(items, eval_step, variables, mesh, size, batch, thresholds, root, fov) -> list[dict]:
+def _painter(config: ml_collections.ConfigDict, folder: Path):
+    """(record, prepared, outputs, i) -> writes the picture of row i of a batch (`overlay.picture`)."""
+    m = config.model
+    centres = cell_centres(m.anet.endpoint, m.low_res_size, m.image_size, tuple(m.mnet.repeats))
+    levels = list(m.regions.levels)
+
+    def draw(record: dict, prep: Prepared, out: dict, i: int) -> None:
+        chosen = np.asarray(out[m.regions.map][i])[..., levels].max(axis=-1)
+        attention = np.asarray(out["attention"][i])[..., levels]
+        p = record["probabilities"]
+        title = (f"{record['path']}: grade {record['grade']} (p {max(p):.2f}); P(abnormal) {record['p_abnormal']:.2f}"
+                 f", P(referable) {record['p_referable']:.2f}")
+        im = overlay.picture(prep.display, chosen, attention, np.asarray(record["boxes_prepared"]), centres, title,
+                             m.regions.map)
+        path = folder / (record["path"] + ".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        im.save(path)
+        record["picture"] = str(path.relative_to(folder.parent))
+
+    return draw
+
+
+def _grade(items, eval_step, variables, mesh, size, batch, thresholds, root, fov, draw=None) -> list[dict]:
     n = len(items)
     images = np.zeros((batch, size, size, 3), np.uint8)
     rows_fov = np.zeros((batch, size, 2), np.int16)
@@ -213,6 +243,8 @@ def _grade(items, eval_step, variables, mesh, size, batch, thresholds, root, fov
             "boxes_prepared": boxes.tolist(),
             "heads": {h: [float(p) for p in probs[h][i]] for h in probs},
         })
+        if draw is not None:
+            draw(records[-1], prep, out, i)
     return records
 
 
