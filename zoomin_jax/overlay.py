@@ -5,7 +5,7 @@ patches C-Net saw. Plain numpy + PIL.
 Each map value belongs at its cell's receptive-field centre (`models.zoom_in.cell_centres`, the same centres the
 boxes use), so the heat image is the maps' separable linear interpolation between those centres, held constant
 beyond the outermost ones (`heat_image`): a cell's peak lands on the pixels the cell looks at, not on an even
-spread of the map over the image.
+spread of the map over the image. Heat is drawn on the photograph's field of view only.
 """
 
 from __future__ import annotations
@@ -39,10 +39,14 @@ def _hot(x: np.ndarray) -> np.ndarray:
     return (255 * rgb).astype(np.uint8)
 
 
-def blend(image: np.ndarray, heat: np.ndarray, strength: float = 0.6) -> np.ndarray:
-    """The image with `heat` (any range; scaled to its own min..max) laid over it: strong where heat is high."""
-    lo, hi = float(heat.min()), float(heat.max())
-    x = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+def blend(image: np.ndarray, heat: np.ndarray, strength: float = 0.6, where: np.ndarray | None = None) -> np.ndarray:
+    """The image with `heat` (any range; scaled to its own min..max over `where`) laid over it: strong where heat is
+    high; none outside `where` (bool (S, S), e.g. the field of view) when given."""
+    inside = heat if where is None or not where.any() else heat[where]
+    lo, hi = float(inside.min()), float(inside.max())
+    x = np.clip((heat - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(heat)
+    if where is not None:
+        x = np.where(where, x, 0.0)
     a = (strength * x)[..., None]
     return np.clip((1 - a) * image + a * _hot(x), 0, 255).astype(np.uint8)
 
@@ -59,7 +63,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, width: int = 2) -> Image.Im
 
 
 def picture(display: np.ndarray, region_map: np.ndarray, attention: np.ndarray, boxes: np.ndarray,
-            centres: tuple, title: str, map_name: str) -> Image.Image:
+            centres: tuple, title: str, map_name: str, fov: np.ndarray | None = None) -> Image.Image:
     """One photograph's figure.
 
     Args:
@@ -70,11 +74,13 @@ def picture(display: np.ndarray, region_map: np.ndarray, attention: np.ndarray, 
       centres: the cells' (row, column) centres in the prepared image's pixels.
       title: a line of text on top (grade, probabilities).
       map_name: what `region_map` is ("gated" or "attention").
+      fov: optional bool (S, S) field of view: heat is shown (and scaled) on the retina only, so weight parked in
+        the black surround does not paint streaks there.
     """
     s = display.shape[0]
     half = s // 2
-    main = draw_boxes(blend(display, heat_image(region_map, centres, s)), boxes)
-    levels = [Image.fromarray(blend(display, heat_image(attention[..., i], centres, s))).resize((half, half))
+    main = draw_boxes(blend(display, heat_image(region_map, centres, s), where=fov), boxes)
+    levels = [Image.fromarray(blend(display, heat_image(attention[..., i], centres, s), where=fov)).resize((half, half))
               for i in range(attention.shape[-1])]
     patches = [Image.fromarray(display[y0:y1, x0:x1]).resize((half, half), Image.LANCZOS)
                for y0, x0, y1, x1 in np.asarray(boxes).tolist()]

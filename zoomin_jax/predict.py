@@ -204,7 +204,7 @@ def _painter(config: ml_collections.ConfigDict, folder: Path):
         title = (f"{record['path']}: grade {record['grade']} (p {max(p):.2f}); P(abnormal) {record['p_abnormal']:.2f}"
                  f", P(referable) {record['p_referable']:.2f}")
         im = overlay.picture(prep.display, chosen, attention, np.asarray(record["boxes_prepared"]), centres, title,
-                             m.regions.map)
+                             m.regions.map, fov=fov_lib.rows_to_mask(prep.fov_rows, prep.display.shape[0]))
         path = folder / (record["path"] + ".png")
         path.parent.mkdir(parents=True, exist_ok=True)
         im.save(path)
