@@ -152,7 +152,8 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
             return path, None, ("unreadable", f"{type(e).__name__}: {e}")
 
     rows, unreadable = [], []
-    start, done = time.perf_counter(), 0
+    start = time.perf_counter()
+    first = None  # (files, time) when the first batch, which compiles the step, was done: rates count after it
     workers = max(2, min(8, os.cpu_count() or 2))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         pending: list[tuple[Path, Prepared]] = []
@@ -164,12 +165,15 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
             if len(pending) == batch or (k == len(photos) and pending):
                 rows += _grade(pending, eval_step, variables, mesh, size, batch, thresholds, root,
                                config.model.regions.fov, draw)
-                done += len(pending)
                 pending = []
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                eta = (len(photos) - k) / rate if rate > 0 else 0.0
-                print(f"[predict] {k}/{len(photos)} photographs ({len(unreadable)} unreadable) | {rate:.2f} img/s "
-                      f"ETA {progress.format_seconds(eta)}", flush=True)
+                now = time.perf_counter()
+                if first is None:
+                    first = (k, now)
+                    speed = f"first batch in {now - start:.1f} s (compiling included)"
+                else:
+                    rate = (k - first[0]) / max(now - first[1], 1e-9)
+                    speed = f"{rate:.2f} photographs/s ETA {progress.format_seconds((len(photos) - k) / rate)}"
+                print(f"[predict] {k}/{len(photos)} photographs ({len(unreadable)} unreadable) | {speed}", flush=True)
     _write(out_dir, rows, unreadable, step)
     print(f"Wrote {out_dir / 'predictions.csv'} ({len(rows)} photographs) and predictions.json"
           + (f"; {len(unreadable)} unreadable, listed in {out_dir / 'unreadable.csv'}" if unreadable else ""),
