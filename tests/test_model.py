@@ -64,8 +64,8 @@ def test_sharded_forward_equals_single_device_and_is_consistent(setup):
 
 def test_eval_step_keeps_boxes_in_each_field_of_view_and_turns_it_with_the_image(setup):
     """`regions.fov`: the eval step takes each image's field of view; boxes sit on cells whose centre shows the
-    retina, and a test-time flip flips the field of view with the image (oracle: the model applied by hand on the
-    flipped image with a numpy-flipped mask)."""
+    retina, and a test-time flip flips the field of view with the image (oracle: mirrored inputs swap the terms of
+    the test-time average)."""
     from zoomin_jax import evaluate
 
     c, mesh, model, variables, images = setup
@@ -82,17 +82,21 @@ def test_eval_step_keeps_boxes_in_each_field_of_view_and_turns_it_with_the_image
     boxes = np.asarray(regions.cell_boxes((ys, xs), 200, 80))  # (49, 4), row-major cells
     py, px = np.meshgrid([int(float(y)) for y in ys], [int(float(x)) for x in xs], indexing="ij")
     allowed = mask[:, py.reshape(-1), px.reshape(-1)]  # (8, 49): the centre pixel shows the retina
+
     def all_allowed(i, picked):
         return all(any(allowed[i, k] for k in np.flatnonzero((boxes == b).all(1))) for b in picked)
     assert all(all_allowed(i, out["boxes"][i]) for i in range(8))
-    apply = jax.jit(lambda x, m: model.apply(variables, x, train=False, fov=m))
-    plain = jax.nn.softmax(apply(images, mask)["logits"])
-    flipped = jax.nn.softmax(apply(images[:, :, ::-1], mask[:, :, ::-1])["logits"])
-    np.testing.assert_allclose(out["probs"]["zoom_in"], (plain + flipped) / 2, rtol=1e-4, atol=1e-6)
-    free = jax.device_get(apply(images, np.ones_like(mask))["boxes"])  # every pixel "retina": the plain choice
+    def run(imgs, r):  # the same compiled step throughout
+        return jax.device_get(step(variables, *sharding.to_global((np.ascontiguousarray(imgs), index, r), mesh)))
+
+    # Mirrored images with mirrored fields of view only swap the two terms of the identity + flip_lr average: the
+    # same probabilities if, and only if, each variant's field of view is turned with its image.
+    mirrored_rows = np.where(rows[..., 1:] > 0, 200 - rows[..., ::-1], 0).astype(np.int16)
+    mirrored = run(images[:, :, ::-1], mirrored_rows)
+    np.testing.assert_allclose(mirrored["probs"]["zoom_in"], out["probs"]["zoom_in"], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(run(images[:, :, ::-1], rows)["probs"]["zoom_in"], out["probs"]["zoom_in"], atol=1e-4)
+    free = run(images, np.tile(np.array([0, 200], np.int16), (8, 200, 1)))["boxes"]  # all retina: plain choice
     assert not all(all_allowed(i, free[i]) for i in range(8))  # so the field of view did move boxes
-    unflipped_mask = jax.nn.softmax(apply(images[:, :, ::-1], mask)["logits"])
-    assert not np.allclose((plain + unflipped_mask) / 2, out["probs"]["zoom_in"], atol=1e-4)
 
 
 def test_uint8_and_scaled_float_inputs_agree(setup):
