@@ -18,6 +18,8 @@ DIR receives:
   pictures/<path>.png  per photograph (`overlay.picture`, as in the paper's figure): the photograph with the map
                     the boxes were chosen on as heat and the ranked boxes, the attention of lesion levels 1-4, and
                     the zoomed patches (`pictures=False` / `--nopictures`: none).
+  report.html       one self-contained page over all of it (`report.py`): sorted by referable probability or
+                    grade, filterable by grade, each photograph with its picture.
   unreadable.csv    path, reason, detail for each file that could not be used (corrupt, truncated, grayscale, no
                     eye disc found, ...); the run goes on without it.
 
@@ -44,7 +46,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from zoomin_jax import evaluate, metrics, overlay, progress, sharding
+from zoomin_jax import evaluate, metrics, overlay, progress, report, sharding
 from zoomin_jax.data import fov as fov_lib
 from zoomin_jax.data import input_pipeline, preprocess
 from zoomin_jax.models.zoom_in import cell_centres
@@ -175,7 +177,8 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
                     speed = f"{rate:.2f} photographs/s ETA {progress.format_seconds((len(photos) - k) / rate)}"
                 print(f"[predict] {k}/{len(photos)} photographs ({len(unreadable)} unreadable) | {speed}", flush=True)
     _write(out_dir, rows, unreadable, step)
-    print(f"Wrote {out_dir / 'predictions.csv'} ({len(rows)} photographs) and predictions.json"
+    page = report.write_report(out_dir, rows, unreadable, step, workdir)
+    print(f"Wrote {out_dir / 'predictions.csv'} ({len(rows)} photographs), predictions.json and {page.name}"
           + (f"; {len(unreadable)} unreadable, listed in {out_dir / 'unreadable.csv'}" if unreadable else ""),
           flush=True)
     return {"rows": rows, "unreadable": unreadable, "step": step}

@@ -1,0 +1,97 @@
+"""The predict report: a self-contained page that a real browser renders, with every picture loaded, sorted and
+filtered by its script. Headless Chromium (Debian's package, installed by .ci/run) opens it from disk."""
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoomin_jax import overlay, report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--virtual-time-budget=5000", "--enable-logging=stderr", "--v=0"]
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """A report over six made-up rows (grades 0, 2, 4, 2, 1, 3; no model needed) with real pictures, and one
+    unreadable file."""
+    out = tmp_path_factory.mktemp("predict_out")
+    rng = np.random.default_rng(0)
+    centres = tuple(np.arange(7) * 10 + 16.875 for _ in range(2))
+    rows = []
+    for i, (grade, p_ref) in enumerate(((0, 0.05), (2, 0.7), (4, 0.99), (2, 0.6), (1, 0.3), (3, 0.95))):
+        display = rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)
+        boxes = np.array([[10, 10, 60, 60], [40, 30, 90, 80]])
+        pic = overlay.picture(display, rng.random((7, 7)), rng.random((7, 7, 4)), boxes, centres, f"photo {i}", "gated")
+        rel = f"pictures/{'sub/' if i % 2 else ''}photo{i}.jpg.png"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        pic.save(out / rel)
+        probs = np.full(5, 0.0)
+        probs[grade] = 0.5
+        rows.append({"path": rel[9:-4], "photo_width": 600, "photo_height": 400, "grade": grade,
+                     "probabilities": list(probs + 0.1), "expected_grade": float(grade), "grade_thresholded": grade,
+                     "p_abnormal": max(p_ref, 0.5), "abnormal": True, "p_referable": p_ref, "referable": p_ref > 0.5,
+                     "boxes": boxes.tolist(), "box_scores": [0.5, 0.25], "picture": rel})
+    path = report.write_report(out, rows, [("broken.jpg", "truncated", "image file is truncated")], 8, "runs/x")
+    return path, rows
+
+
+def test_the_page_is_self_contained_and_names_only_pictures_that_exist(page):
+    path, rows = page
+    text = path.read_text()
+    parser = _Tags()
+    parser.feed(text)
+    srcs = [a["src"] for tag, a in parser.tags if tag == "img"]
+    assert len(srcs) == len(rows) and all((path.parent / s).is_file() for s in srcs)
+    refs = [a.get("src") or a.get("href") for tag, a in parser.tags if tag in ("img", "script", "link", "a")]
+    assert not [r for r in refs if r and re.match(r"(https?:)?//", r)], refs  # nothing from a network
+    assert "broken.jpg" in text and "truncated" in text
+    assert text.count('class="card"') == len(rows)
+
+
+def _chromium(url, *extra, tmp):
+    proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", *extra, url],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's package)")
+def test_chromium_renders_it_loads_every_picture_sorts_and_filters(page, tmp_path):
+    path, rows = page
+    url = path.as_uri()
+    # Default view: sorted by referable probability, most urgent first; every picture loaded; no script error.
+    dump = _chromium(url, "--dump-dom", tmp=tmp_path)
+    assert "Uncaught" not in dump.stderr and not re.search(r"CONSOLE.*[Ee]rror", dump.stderr), dump.stderr[-2000:]
+    assert f'data-images-ok="{len(rows)}/{len(rows)}"' in dump.stdout
+    order = [float(x) for x in re.findall(r'data-referable="([0-9.]+)"', dump.stdout)]
+    assert order == sorted((r["p_referable"] for r in rows), reverse=True)
+    # The fragment's filter: only grade-2 cards are shown, sorted by file.
+    dump = _chromium(url + "#grade=2&sort=path", "--dump-dom", tmp=tmp_path)
+    cards = re.findall(r'<div class="card" data-grade="(\d)"[^>]*data-path="([^"]+)"( hidden="")?', dump.stdout)
+    shown = [(g, p) for g, p, hidden in cards if not hidden]
+    assert shown == sorted((str(r["grade"]), r["path"]) for r in rows if r["grade"] == 2)
+    assert [p for _, p, _ in cards] == sorted(r["path"] for r in rows)
+    assert re.search(r'<span id="shown">2</span>', dump.stdout)
+    # A screenshot a person would see: not a blank page.
+    shot = tmp_path / "report.png"
+    _chromium(url, f"--screenshot={shot}", "--window-size=1000,1400", tmp=tmp_path)
+    with Image.open(shot) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    assert pixels.shape == (1400, 1000, 3) and pixels.std() > 20
