@@ -105,7 +105,7 @@ class ZoomInNet(nn.Module):
             region_reduce=m.regions.reduce, pooling=m.pooling, dropout=m.dropout, dtype=DTYPES[m.dtype],
         )
 
-    def _select(self, maps: jnp.ndarray, fov: jnp.ndarray | None):
+    def _select(self, maps: jnp.ndarray, fov: jnp.ndarray | None = None):
         lesion = maps[..., jnp.asarray(self.region_levels)]  # (B, h, w, L): A-Net's gated maps or attention
         centres = cell_centres(self.anet_endpoint, self.low_res_size, self.image_size, self.mnet_repeats)
         args = (centres, self.image_size, self.patch_size, self.num_regions, self.iou_threshold,
