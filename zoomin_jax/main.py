@@ -18,13 +18,15 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (ml_collections).", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "One run per folder: checkpoints, metrics, predictions.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "forward"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "export", "forward"],
                   "train: train all stages (re-running resumes); eval: restore a checkpoint and evaluate; "
                   "predict: grade your own photographs (--input, --output) with a checkpoint; "
+                  "export: the checkpoint's inference function as a jax.export file (--output); "
                   "forward: one sharded forward pass of an untrained network on synthetic photographs.")
 flags.DEFINE_integer("step", None, "eval, predict: checkpoint step (default: the latest).")
 flags.DEFINE_string("input", None, "predict: a photograph or a folder of them (JPEG, PNG, TIFF; recursive).")
-flags.DEFINE_string("output", None, "predict: folder for predictions.csv, predictions.json, unreadable.csv.")
+flags.DEFINE_string("output", None, "predict: folder for predictions.csv, predictions.json, report.html, "
+                    "unreadable.csv; export: the file to write.")
 flags.DEFINE_bool("pictures", True, "predict: a picture per photograph (maps as heat, boxes, zoomed patches).")
 flags.DEFINE_string("split", None, "eval: split to evaluate (default: config.data.eval_split).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host TPU / GPU runs).")
@@ -60,6 +62,12 @@ def main(argv):
             train.train_and_evaluate(config, FLAGS.workdir)
         elif FLAGS.mode == "eval":
             evaluate.evaluate_checkpoint(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split)
+        elif FLAGS.mode == "export":
+            from zoomin_jax import export
+
+            if not FLAGS.output:
+                sys.exit("zoomin_jax: --mode=export needs --output=FILE")
+            export.export_checkpoint(config, FLAGS.workdir, FLAGS.output, step=FLAGS.step)
         elif FLAGS.mode == "predict":
             from zoomin_jax import predict
 
