@@ -126,7 +126,7 @@ def test_preemptions_and_a_crash_then_resume_end_with_exactly_the_uninterrupted_
 
 def test_eval_mode_restores_in_a_new_process(uninterrupted, data_dir):
     wd, results = uninterrupted
-    env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": os.environ["XLA_FLAGS"],
            "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "zoomin_jax.main", "--config=tests/tiny.py", f"--workdir={wd}", "--mode=eval",
            f"--config.data.data_dir={data_dir}", "--config.stage_order=mnet,cnet", "--config.stages.mnet.steps=4",

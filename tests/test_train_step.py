@@ -55,21 +55,26 @@ def test_joint_step_lowers_the_loss_on_a_fixed_batch(batch):
 
 
 def test_sharded_step_equals_single_device_step(batch):
+    """Stage mnet (M-Net's loss only: XLA drops A-Net's and C-Net's work, so both programs compile in a third of
+    the joint step's time); the sharded zoom-in forward itself is compared with one device in tests/test_model.py,
+    and two processes with one in tests/test_multiprocess.py."""
     c = tiny_config()
     # SGD: updates are linear in the gradients, so float reassociation across 8 devices stays float-sized
     # (Adam's normalisation turns a near-zero gradient's rounding into a full-size update of either sign).
     c.optimizer.name = "sgd"
     mesh8, mesh1 = sharding.make_mesh(-1), sharding.make_mesh(1)
-    s8, step8 = _state_and_step(c, "joint", mesh8)
-    s1, step1 = _state_and_step(c, "joint", mesh1, variables=jax.device_get({"params": s8.params,
+    s8, step8 = _state_and_step(c, "mnet", mesh8)
+    s1, step1 = _state_and_step(c, "mnet", mesh1, variables=jax.device_get({"params": s8.params,
                                                                             "batch_stats": s8.batch_stats}))
     for _ in range(2):
         s8, m8 = step8(s8, sharding.to_global(batch, mesh8))
         s1, m1 = step1(s1, sharding.to_global(batch, mesh1))
     np.testing.assert_allclose(float(m8["loss"]), float(m1["loss"]), rtol=1e-5)
+    # atol as tests/test_multiprocess.py: a bias ahead of a BatchNorm has a zero true gradient, so its few 1e-5
+    # of movement are rounding, which the 8-device sum orders differently.
     for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(s8.params)),
                     jax.tree_util.tree_leaves(jax.device_get(s1.params)), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(s8.batch_stats)),
                     jax.tree_util.tree_leaves(jax.device_get(s1.batch_stats)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
