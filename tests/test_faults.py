@@ -64,7 +64,8 @@ class _Runs:
         self.tmp, self.data_dir, self.start = tmp, data_dir, time.monotonic()
         self.procs: list[subprocess.Popen] = []
         self.env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-                    "XLA_FLAGS": os.environ["XLA_FLAGS"],
+                    # LLVM -O0 compiles faster; every run here is compared with another run made alike
+                    "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_backend_optimization_level=0",
                     # the session's compilation cache (conftest.py), else this module's own
                     "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp / "jax_cache")),
                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
