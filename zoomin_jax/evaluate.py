@@ -238,6 +238,12 @@ def load_results(workdir: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def saved_thresholds(workdir: str) -> dict[str, list]:
+    """{head: thresholds} the run fitted on its evaluation split (heads without any are left out)."""
+    saved = load_results(workdir)
+    return {h: saved[name]["thresholds"] for h, name in HEADS.items() if name in saved and "thresholds" in saved[name]}
+
+
 def save_results(workdir: str, results: dict) -> None:
     """Writes eval_results.json (process 0); locally via a rename, so a kill mid-write leaves the previous file."""
     if jax.process_index() == 0:
@@ -292,11 +298,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
         workdir = paths.resolve(workdir)
         model, mesh, variables, step = restore_model(config, workdir, step)
         split = split or config.data.eval_split
-        thresholds = None
-        if split != config.data.eval_split:
-            saved = load_results(workdir)
-            thresholds = {h: saved[name]["thresholds"] for h, name in HEADS.items()
-                          if name in saved and "thresholds" in saved[name]}
+        thresholds = saved_thresholds(workdir) if split != config.data.eval_split else None
         reports = evaluate_heads(model, variables, config, mesh, workdir, step, head="all", tag="eval",
                                  split=split, thresholds=thresholds, preemption=preemption)
     print(f"\nCheckpoint step {step} on '{split}' ({config.data.name}):\n{metrics.format_ablation_table(reports)}")

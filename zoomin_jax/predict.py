@@ -112,12 +112,6 @@ def photo_boxes(boxes: np.ndarray, t: preprocess.CropTransform, image_size: int,
     return np.clip(out, 0, hi).astype(np.int32)
 
 
-def _load_thresholds(workdir: str) -> dict[str, list]:
-    saved = evaluate.load_results(workdir)
-    return {h: saved[name]["thresholds"] for h, name in evaluate.HEADS.items()
-            if name in saved and "thresholds" in saved[name]}
-
-
 def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: str, output_dir: str,
                    step: int | None = None, pictures: bool = True) -> dict[str, Any]:
     """Grades every photograph under `input_path` with the checkpoint; writes `output_dir` (module docstring).
@@ -138,7 +132,7 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     model, mesh, variables, step = evaluate.restore_model(config, workdir, step)
-    thresholds = _load_thresholds(workdir)
+    thresholds = evaluate.saved_thresholds(workdir)
     eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov,
                                         maps=pictures)
     draw = _painter(config, out_dir / "pictures") if pictures else None
