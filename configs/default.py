@@ -138,4 +138,12 @@ def get_config() -> ml_collections.ConfigDict:
     # ---- batch and devices ----
     c.batch_size = 8  # global batch, split over the mesh's data axis (and over hosts)
     c.mesh = ml_collections.ConfigDict({"data": -1})  # -1: all devices
+
+    # ---- lesion mining (`--mode=mine`, zoomin_jax/mine.py; the paper names no numbers, all ours) ----
+    # k-means of C-Net's features of every selected patch over a split: `clusters` clusters, the best of `restarts`
+    # k-means++ seedings after `iterations` Lloyd steps; mosaics show each cluster's `mosaic_patches` patches nearest
+    # its centre at `mosaic_px` pixels.
+    c.mine = ml_collections.ConfigDict(
+        {"clusters": 8, "iterations": 50, "restarts": 4, "seed": 0, "mosaic_patches": 16, "mosaic_px": 64}
+    )
     return c

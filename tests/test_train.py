@@ -196,3 +196,83 @@ def test_predict_on_a_folder_grades_each_photograph_as_the_eval_step_does_alone(
     csv_rows = open(tmp_path / "out" / "predictions.csv").read().splitlines()
     assert len(csv_rows) == 11 and csv_rows[0].startswith("path,photo_height,photo_width,grade,p0")
     assert len(open(tmp_path / "out" / "unreadable.csv").read().splitlines()) == 3
+
+
+def test_predict_on_a_prepared_split_gives_the_runs_own_evaluation_rows(uninterrupted, data_dir, tmp_path):
+    """`--mode=predict --split=validation`: row for row (joined by id) the run's evaluation CSV of that split, with
+    the records' true grades, boxes in the stored image's pixels, and the true grade on the report."""
+    import csv
+
+    from zoomin_jax import predict
+
+    wd, _ = uninterrupted
+    out = predict.predict_split(e2e_config(data_dir), str(wd), str(tmp_path / "out"), split="validation")
+    evaluated = {r["id"]: r for r in csv.DictReader(open(wd / "predictions" / "cnet_step8_validation.csv"))}
+    assert sorted(r["path"] for r in out["rows"]) == sorted(evaluated) and not out["unreadable"]
+    for r in out["rows"]:
+        e = evaluated[r["path"]]
+        assert r["label"] == int(e["label"]) and r["grade"] == int(e["grade_zoom_in"])
+        np.testing.assert_allclose(r["probabilities"], [float(e[f"p{k}"]) for k in range(5)], atol=1e-5)
+        assert r["boxes"] == r["boxes_prepared"] == [[int(e[f"box{j}_{x}"]) for x in ("y0", "x0", "y1", "x1")]
+                                                     for j in range(2)]
+        assert (r["photo_height"], r["photo_width"]) == (100, 100) and (tmp_path / "out" / r["picture"]).exists()
+    header = open(tmp_path / "out" / "predictions.csv").readline()
+    assert header.startswith("path,photo_height,photo_width,label,grade,p0")
+    assert (tmp_path / "out" / "report.html").read_text().count("true grade") == 8
+
+
+def test_mine_clusters_each_patch_by_its_own_photographs_feature(uninterrupted, data_dir, tmp_path, capsys):
+    """`--mode=mine` on the validation split (8 photographs x 2 patches, 3 clusters): each patch's feature is C-Net's
+    for that photograph run alone (batch reversed: rows joined by index, not position), the clustering is a fixed
+    point of k-means, the written purities are those counted from clusters.csv, the mosaics show the nearest
+    patches cut from the stored images."""
+    import collections
+    import csv
+
+    from PIL import Image
+
+    from zoomin_jax import evaluate, mine, sharding
+    from zoomin_jax.data import datasets
+
+    wd, _ = uninterrupted
+    c = e2e_config(data_dir)
+    c.mine.clusters, c.mine.mosaic_patches, c.mine.mosaic_px = 3, 4, 32
+    out = mine.mine_split(c, str(wd), str(tmp_path / "mined"))
+    printed = capsys.readouterr().out
+
+    source = datasets.open_split(c, "validation")
+    images = np.stack([input_pipeline.decode_jpeg(source[i]["image"]) for i in range(8)])
+    model, mesh, variables, _ = evaluate.restore_model(c, str(wd))
+    step = evaluate.make_eval_step(model, mesh, ("identity",), features=True)  # compiled already: the cache has it
+    alone = jax.device_get(step(variables, *sharding.to_global((images[::-1], np.arange(8, dtype=np.int32)), mesh)))
+    feats = alone["patch_features"][::-1].reshape(16, -1)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    assert out["index"].tolist() == list(range(8))
+    np.testing.assert_allclose(out["features"], feats, atol=2e-5)
+    np.testing.assert_array_equal(out["boxes"], alone["boxes"][::-1])
+    a = out["assignment"]
+    centres = np.stack([feats[a == k].mean(0) for k in range(3)])  # every cluster has members
+    assert (((feats[:, None] - centres[None]) ** 2).sum(-1).argmin(1) == a).all()
+
+    rows = list(csv.DictReader(open(tmp_path / "mined" / "clusters.csv")))
+    assert len(rows) == 16 and [int(r["cluster"]) for r in rows] == a.tolist()
+    by_cluster = collections.defaultdict(collections.Counter)
+    for r in rows:
+        by_cluster[int(r["cluster"])][r["kind"]] += 1
+    counted = sum(max(v.values()) for v in by_cluster.values()) / 16
+    saved = json.load(open(tmp_path / "mined" / "mining.json"))
+    assert saved["purity"] == pytest.approx(counted) and saved["patches"] == 16
+    assert saved["purity"] >= saved["purity_one_cluster"]  # sum of the clusters' maxima >= the maximum of sums
+    assert f"[mine] purity {counted:.3f}" in printed
+    for k in range(3):  # the first tile of each mosaic: the cluster's patch nearest its centre (CSV: 5 decimals)
+        members = [r for r in rows if int(r["cluster"]) == k]
+        least = min(float(r["distance"]) for r in members)
+        tiles = []
+        for r in members:
+            if float(r["distance"]) <= least + 1e-5:
+                y0, x0, y1, x1 = (int(r[x]) for x in ("y0", "x0", "y1", "x1"))
+                patch = Image.fromarray(images[int(r["index"])][y0:y1, x0:x1])
+                tiles.append(np.asarray(patch.resize((32, 32), Image.LANCZOS)))
+        mosaic = np.asarray(Image.open(tmp_path / "mined" / "mosaics" / f"cluster_{k:02d}.png"))
+        assert mosaic.shape == (16 + 32, 360, 3)
+        assert any(np.array_equal(mosaic[16:, :32], t) for t in tiles), k

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -21,7 +22,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from zoomin_jax import checkpoint, metrics, paths, regions, sharding
+from zoomin_jax import checkpoint, metrics, paths, progress, regions, sharding
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build
 from zoomin_jax.models.zoom_in import ZoomInNet
@@ -30,6 +31,7 @@ from zoomin_jax.validate import validate_config
 
 HEADS = {"mnet": "M-Net", "mnet_anet": "M-Net + A-Net", "zoom_in": "Zoom-in-Net"}
 RESULTS_FILE = "eval_results.json"
+PROGRESS_EVERY_S = 30.0  # an evaluation pass prints how far it is at most this often (none on short splits)
 ID_BYTES = 64  # longest image id carried between hosts
 
 TTA = {
@@ -50,14 +52,15 @@ def head_probabilities(out: dict) -> dict[str, jnp.ndarray]:
 
 
 def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identity",), fov: bool = False,
-                   maps: bool = False):
+                   maps: bool = False, features: bool = False):
     """jit(variables, images, index[, fov_rows]) -> {'probs': {head: (B, K)}, 'boxes', 'box_scores', 'index'}.
 
     Images and index are sharded on 'data'; the index (each row's position in the split, -1 on padding) travels
     with the outputs, so a row's predictions are joined to its label by the index, never by position. With `fov`
     (`config.model.regions.fov`) the step takes `fov_rows` too (int (B, S, 2), the batches' field of view), and
     each test-time variant turns it with the image. With `maps` the outputs also hold the untransformed pass's
-    'attention' and 'gated' maps (B, h, w, K), for pictures.
+    'attention' and 'gated' maps (B, h, w, K), for pictures; with `features` its 'patch_features' (B, N, D), C-Net's
+    feature of each zoomed patch, for lesion mining.
     """
     unknown = [t for t in tta if t not in TTA]
     if unknown:
@@ -77,6 +80,8 @@ def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identi
         out = {"probs": probs, "boxes": base["boxes"], "box_scores": base["box_scores"], "index": index}
         if maps:
             out.update(attention=base["attention"], gated=base["gated"])
+        if features:
+            out["patch_features"] = base["patch_features"]
         return out
 
     batch = sharding.batch_sharding(mesh)
@@ -100,12 +105,24 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
 
     Returns:
       numpy arrays over the split's examples in split order: 'probs' {head: (n, K)}, 'boxes' (n, N, 4),
-      'box_scores', 'label', 'lesion_boxes', 'lesion_kinds', 'lesion_valid', 'index', and 'id' (list of str).
+      'box_scores', 'label', 'lesion_boxes', 'lesion_kinds', 'lesion_valid', 'index', 'fov_rows', 'optic_disc',
+      'optic_disc_valid', 'id' (list of str), and any further array the eval step returns (e.g. 'patch_features').
     """
+    from zoomin_jax.data import datasets
+
     eval_step = eval_step or make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov)
     device_rows: dict[str, list] = {}
     host_rows: dict[str, list] = {}
-    for k, batch in enumerate(input_pipeline.eval_iterator(config, split)):
+    source = datasets.open_split(config, split)
+    steps = input_pipeline.num_eval_steps(len(source), int(config.data.eval_batch_size))
+    start = last = time.perf_counter()
+    for k, batch in enumerate(input_pipeline.eval_iterator(config, split, source=source)):
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_S and jax.process_index() == 0:  # long splits only: say how far, how fast
+            rate = k / (now - start)
+            print(f"[eval] {split}: batch {k}/{steps} | {rate * config.data.eval_batch_size:.1f} images/s ETA "
+                  f"{progress.format_seconds((steps - k) / rate)}", flush=True)
+            last = now
         if preemption is not None and preemption.check():
             raise Preempted(f"SIGTERM during the evaluation on {split!r} (before batch {k + 1}); nothing new saved")
         keys = ("image", "index", "fov_rows") if config.model.regions.fov else ("image", "index")
@@ -117,7 +134,7 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
         host["id"] = np.asarray(batch["id"], dtype=object)
         if jax.process_count() > 1:  # every host needs every row's labels to compute the metrics
             host = {key: _allgather_host(v) for key, v in host.items()}
-        for key, v in {"boxes": out["boxes"], "box_scores": out["box_scores"], "index": out["index"],
+        for key, v in {**{k: v for k, v in out.items() if k != "probs"},
                        **{f"probs/{h}": p for h, p in out["probs"].items()}}.items():
             device_rows.setdefault(key, []).append(np.asarray(v))
         for key, v in host.items():
@@ -128,7 +145,7 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
     if not np.array_equal(device["index"], host["index"]):
         raise AssertionError(f"evaluation rows do not pair up: device indices {device['index'][:10]}..., host "
                              f"indices {host['index'][:10]}...")
-    cat = {**host, "boxes": device["boxes"], "box_scores": device["box_scores"]}
+    cat = {**host, **{k: v for k, v in device.items() if k != "index" and not k.startswith("probs/")}}
     cat["probs"] = {h: device[f"probs/{h}"] for h in HEADS}
     cat["id"] = [str(x) for x in cat["id"]]
     return cat

@@ -4,6 +4,8 @@
     python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=eval  # restore + evaluate
     python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=predict \
         --input=photos/ --output=out/                                                          # your photographs
+    python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=mine --split=test \
+        --output=mined/                                                                        # lesion mining
     python -m zoomin_jax.main --config=configs/default.py --mode=forward                      # one forward pass
 
 Exit status: 0 finished; 75 (EX_TEMPFAIL) preempted by SIGTERM, the last completed step saved: run the same
@@ -18,17 +20,21 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (ml_collections).", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "One run per folder: checkpoints, metrics, predictions.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "export", "forward"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "mine", "export", "forward"],
                   "train: train all stages (re-running resumes); eval: restore a checkpoint and evaluate; "
                   "predict: grade your own photographs (--input, --output) with a checkpoint; "
+                  "mine: cluster the features of the zoomed patches over a split (--output, --split): purities "
+                  "and mosaics; "
                   "export: the checkpoint's inference function as a jax.export file (--output); "
                   "forward: one sharded forward pass of an untrained network on synthetic photographs.")
 flags.DEFINE_integer("step", None, "eval, predict: checkpoint step (default: the latest).")
-flags.DEFINE_string("input", None, "predict: a photograph or a folder of them (JPEG, PNG, TIFF; recursive).")
+flags.DEFINE_string("input", None, "predict: a photograph or a folder of them (JPEG, PNG, TIFF; recursive); "
+                    "without it, predict grades a prepared split (--split).")
 flags.DEFINE_string("output", None, "predict: folder for predictions.csv, predictions.json, report.html, "
-                    "unreadable.csv; export: the file to write.")
+                    "unreadable.csv; mine: folder for mining.json, clusters.csv, mosaics; export: the file to write.")
 flags.DEFINE_bool("pictures", True, "predict: a picture per photograph (maps as heat, boxes, zoomed patches).")
-flags.DEFINE_string("split", None, "eval: split to evaluate (default: config.data.eval_split).")
+flags.DEFINE_string("split", None, "eval, mine, predict without --input: the split (default: "
+                    "config.data.eval_split).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host TPU / GPU runs).")
 flags.DEFINE_string("coordinator_address", None, "--distributed without SLURM/TPU: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "--distributed without SLURM/TPU: number of processes.")
@@ -68,13 +74,27 @@ def main(argv):
             if not FLAGS.output:
                 sys.exit("zoomin_jax: --mode=export needs --output=FILE")
             export.export_checkpoint(config, FLAGS.workdir, FLAGS.output, step=FLAGS.step)
+        elif FLAGS.mode == "mine":
+            from zoomin_jax import mine
+
+            if not FLAGS.output:
+                sys.exit("zoomin_jax: --mode=mine needs --output=FOLDER")
+            mine.mine_split(config, FLAGS.workdir, FLAGS.output, split=FLAGS.split, step=FLAGS.step)
         elif FLAGS.mode == "predict":
             from zoomin_jax import predict
 
-            if not FLAGS.input or not FLAGS.output:
-                sys.exit("zoomin_jax: --mode=predict needs --input=PHOTO_OR_FOLDER and --output=FOLDER")
-            predict.predict_folder(config, FLAGS.workdir, FLAGS.input, FLAGS.output, step=FLAGS.step,
-                                   pictures=FLAGS.pictures)
+            if not FLAGS.output:
+                sys.exit("zoomin_jax: --mode=predict needs --output=FOLDER, and --input=PHOTO_OR_FOLDER (your "
+                         "photographs) or --split=SPLIT (a prepared split of the config's dataset)")
+            if FLAGS.input and FLAGS.split:
+                sys.exit("zoomin_jax: --mode=predict takes --input (photographs) or --split (a prepared split), "
+                         "not both")
+            if FLAGS.input:
+                predict.predict_folder(config, FLAGS.workdir, FLAGS.input, FLAGS.output, step=FLAGS.step,
+                                       pictures=FLAGS.pictures)
+            else:
+                predict.predict_split(config, FLAGS.workdir, FLAGS.output, split=FLAGS.split, step=FLAGS.step,
+                                      pictures=FLAGS.pictures)
         else:
             forward.forward_demo(config)
     except preemption.Preempted as e:

@@ -8,6 +8,12 @@ field of view, Graham when `data.graham`, the stored JPEG and its decoding), on 
 batches of `data.eval_batch_size` by the evaluation's own jitted step (`evaluate.make_eval_step`: the same
 test-time variants and field-of-view rule).
 
+    python -m zoomin_jax.main --config=C --workdir=W --mode=predict --split=test --output=DIR
+
+Without `--input`, a prepared split of the config's dataset (`predict_split`): its stored images, read as the
+evaluation reads them; rows are named by the examples' ids, carry their true grade ('label') and boxes in the
+stored image's pixels.
+
 DIR receives:
   predictions.csv   one row per photograph: path (relative to PATH), photo height and width, Zoom-in-Net's grade
                     (argmax), p0..p4, expected grade, thresholded grade (with the thresholds the run fitted on its
@@ -74,6 +80,7 @@ class Prepared:
     fov_rows: np.ndarray  # int16 (S, 2)
     transform: preprocess.CropTransform  # from the decoded frame to the disc square
     photo_hw: tuple[int, int]  # the photograph's full (height, width)
+    label: int | None = None  # the true grade, when the photograph comes from a prepared split
 
 
 def prepare(path: Path, config: ml_collections.ConfigDict) -> Prepared:
@@ -120,14 +127,55 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
       {'rows': the per-photograph records written to predictions.json, 'unreadable': [(path, reason, detail)],
        'step': the checkpoint step}.
     """
-    if jax.process_count() > 1:
-        raise ValueError("--mode=predict runs in one process (it reads local files); start it without --distributed")
-    validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     photos = list_photos(input_path)
     root = Path(input_path).expanduser()
     root = root if root.is_dir() else root.parent
     if not photos:
         raise FileNotFoundError(f"--input={input_path}: no JPEG, PNG or TIFF photographs found ({PHOTO_SUFFIXES})")
+
+    def load(path):
+        name = str(path.relative_to(root))
+        try:
+            return name, prepare(path, config), None
+        except preprocess.BadPhoto as e:
+            return name, None, (e.reason, str(e))
+        except (OSError, ValueError) as e:  # unreadable file (permissions, vanished), undecodable content
+            return name, None, ("unreadable", f"{type(e).__name__}: {e}")
+
+    return _predict(config, workdir, photos, load, output_dir, step, pictures, f"photographs under {input_path}")
+
+
+def predict_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str, split: str | None = None,
+                  step: int | None = None, pictures: bool = True) -> dict[str, Any]:
+    """`--mode=predict` without `--input`: grades a prepared split of the configured dataset (default
+    `config.data.eval_split`), read as evaluation reads it, into the same outputs as `predict_folder`. Rows are
+    named by the examples' ids and carry their true grade ('label'); boxes are in the stored image's pixels (the
+    stored square is all a prepared dataset keeps of the photograph) and pictures show the stored image."""
+    from zoomin_jax.data import datasets
+
+    split = split or config.data.eval_split
+    source = datasets.open_split(config, split)
+    size = config.model.image_size
+    whole = preprocess.CropTransform(0, 0, size, (size, size))
+
+    def load(i):
+        record = source[i]
+        image = input_pipeline.decode_jpeg(record["image"])
+        rid = record["id"]
+        name = rid.decode("utf-8") if isinstance(rid, bytes) else str(rid)
+        rows = input_pipeline.stored_fov_rows(record, image, bool(config.data.graham))
+        return name, Prepared(image, image, rows, whole, (size, size), int(record["label"])), None
+
+    return _predict(config, workdir, range(len(source)), load, output_dir, step, pictures,
+                    f"photographs of {config.data.name} '{split}'")
+
+
+def _predict(config, workdir, items, load, output_dir, step, pictures, what) -> dict[str, Any]:
+    """Loads `items` (`load(item)` -> (name, Prepared | None, (reason, detail) | None)) on a thread pool, grades
+    them in batches, writes `output_dir`."""
+    if jax.process_count() > 1:
+        raise ValueError("--mode=predict runs in one process (it reads local files); start it without --distributed")
+    validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     out_dir = Path(output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -137,29 +185,22 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
                                         maps=pictures)
     draw = _painter(config, out_dir / "pictures") if pictures else None
     size, batch = config.model.image_size, config.data.eval_batch_size
-    print(f"Predicting {len(photos)} photographs under {input_path} with step {step} of {workdir}", flush=True)
-
-    def load(path):
-        try:
-            return path, prepare(path, config), None
-        except preprocess.BadPhoto as e:
-            return path, None, (e.reason, str(e))
-        except (OSError, ValueError) as e:  # unreadable file (permissions, vanished), undecodable content
-            return path, None, ("unreadable", f"{type(e).__name__}: {e}")
+    total = len(items)
+    print(f"Predicting {total} {what} with step {step} of {workdir}", flush=True)
 
     rows, unreadable = [], []
     start = time.perf_counter()
     first = None  # (files, time) when the first batch, which compiles the step, was done: rates count after it
     workers = max(2, min(8, os.cpu_count() or 2))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending: list[tuple[Path, Prepared]] = []
-        for k, (path, prep, bad) in enumerate(_in_order(pool, load, photos, window=2 * batch + workers), 1):
+        pending: list[tuple[str, Prepared]] = []
+        for k, (name, prep, bad) in enumerate(_in_order(pool, load, items, window=2 * batch + workers), 1):
             if bad is not None:
-                unreadable.append((str(path.relative_to(root)), *bad))
+                unreadable.append((name, *bad))
             else:
-                pending.append((path, prep))
-            if len(pending) == batch or (k == len(photos) and pending):
-                rows += _grade(pending, eval_step, variables, mesh, size, batch, thresholds, root,
+                pending.append((name, prep))
+            if len(pending) == batch or (k == total and pending):
+                rows += _grade(pending, eval_step, variables, mesh, size, batch, thresholds,
                                config.model.regions.fov, draw)
                 pending = []
                 now = time.perf_counter()
@@ -168,8 +209,8 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
                     speed = f"first batch in {now - start:.1f} s (compiling included)"
                 else:
                     rate = (k - first[0]) / max(now - first[1], 1e-9)
-                    speed = f"{rate:.2f} photographs/s ETA {progress.format_seconds((len(photos) - k) / rate)}"
-                print(f"[predict] {k}/{len(photos)} photographs ({len(unreadable)} unreadable) | {speed}", flush=True)
+                    speed = f"{rate:.2f} photographs/s ETA {progress.format_seconds((total - k) / rate)}"
+                print(f"[predict] {k}/{total} photographs ({len(unreadable)} unreadable) | {speed}", flush=True)
     _write(out_dir, rows, unreadable, step)
     page = report.write_report(out_dir, rows, unreadable, step, workdir)
     print(f"Wrote {out_dir / 'predictions.csv'} ({len(rows)} photographs), predictions.json and {page.name}"
@@ -214,7 +255,7 @@ def _painter(config: ml_collections.ConfigDict, folder: Path):
     return draw
 
 
-def _grade(items, eval_step, variables, mesh, size, batch, thresholds, root, fov, draw=None) -> list[dict]:
+def _grade(items, eval_step, variables, mesh, size, batch, thresholds, fov, draw=None) -> list[dict]:
     n = len(items)
     images = np.zeros((batch, size, size, 3), np.uint8)
     rows_fov = np.zeros((batch, size, 2), np.int16)
@@ -228,10 +269,10 @@ def _grade(items, eval_step, variables, mesh, size, batch, thresholds, root, fov
     expected = metrics.expected_grade(zoom)
     thr = (metrics.apply_thresholds(expected, thresholds["zoom_in"]) if "zoom_in" in thresholds else None)
     records = []
-    for i, (path, prep) in enumerate(items):
+    for i, (name, prep) in enumerate(items):
         boxes = np.asarray(out["boxes"][i])
         records.append({
-            "path": str(path.relative_to(root)),
+            "path": name,
             "photo_height": prep.photo_hw[0], "photo_width": prep.photo_hw[1],
             "grade": int(zoom[i].argmax()),
             "probabilities": [float(p) for p in zoom[i]],
@@ -243,7 +284,7 @@ def _grade(items, eval_step, variables, mesh, size, batch, thresholds, root, fov
             "box_scores": [float(s) for s in np.asarray(out["box_scores"][i])],
             "boxes_prepared": boxes.tolist(),
             "heads": {h: [float(p) for p in probs[h][i]] for h in probs},
-        })
+        } | ({} if prep.label is None else {"label": prep.label}))
         if draw is not None:
             draw(records[-1], prep, out, i)
     return records
@@ -252,7 +293,9 @@ def _grade(items, eval_step, variables, mesh, size, batch, thresholds, root, fov
 def _write(out_dir: Path, rows: list[dict], unreadable: list, step: int) -> None:
     n_boxes = len(rows[0]["boxes"]) if rows else 0
     k = len(rows[0]["probabilities"]) if rows else 5
-    header = (["path", "photo_height", "photo_width", "grade"] + [f"p{c}" for c in range(k)]
+    labelled = bool(rows) and "label" in rows[0]
+    header = (["path", "photo_height", "photo_width"] + (["label"] if labelled else []) + ["grade"]
+              + [f"p{c}" for c in range(k)]
               + ["expected_grade", "grade_thresholded", "abnormal", "p_abnormal", "referable", "p_referable"]
               + [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1", "score")])
     with open(out_dir / "predictions.csv", "w", newline="") as f:
@@ -261,7 +304,8 @@ def _write(out_dir: Path, rows: list[dict], unreadable: list, step: int) -> None
         for r in rows:
             thr = r["grade_thresholded"]
             boxes = [v for b, s in zip(r["boxes"], r["box_scores"], strict=True) for v in (*b, f"{s:.5f}")]
-            w.writerow([r["path"], r["photo_height"], r["photo_width"], r["grade"]]
+            w.writerow([r["path"], r["photo_height"], r["photo_width"]] + ([r["label"]] if labelled else [])
+                       + [r["grade"]]
                        + [f"{p:.5f}" for p in r["probabilities"]]
                        + [f"{r['expected_grade']:.4f}", "" if r["grade_thresholded"] is None else thr]
                        + [int(r["abnormal"]), f"{r['p_abnormal']:.5f}", int(r["referable"]), f"{r['p_referable']:.5f}"]

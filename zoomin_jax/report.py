@@ -68,6 +68,8 @@ def _card(r: dict) -> str:
     else:
         flags.append("no DR signs above 0.5")
     thr = "" if r.get("grade_thresholded") is None else f" (thresholded: {r['grade_thresholded']})"
+    if "label" in r:  # a prepared split's example: its true grade beside the prediction
+        thr += f" &middot; true grade {r['label']}"
     probs = "".join(f"<td>{x:.3f}</td>" for x in p)
     boxes = "; ".join(f"{i + 1}: ({b[0]}, {b[1]}, {b[2]}, {b[3]}) score {s:.3g}"
                       for i, (b, s) in enumerate(zip(r["boxes"], r["box_scores"], strict=True)))
@@ -81,7 +83,8 @@ def _card(r: dict) -> str:
         f'{html.escape(r["path"])} ({r["photo_width"]}x{r["photo_height"]})</div>'
         f'<table><tr><th>grade</th><th>0</th><th>1</th><th>2</th><th>3</th><th>4</th></tr>'
         f'<tr><th>P</th>{probs}</tr></table>'
-        f'<div class="note">boxes (y0, x0, y1, x1) in the photograph\'s pixels: {html.escape(boxes)}</div>'
+        f'<div class="note">boxes (y0, x0, y1, x1) in the {"stored image" if "label" in r else "photograph"}\'s '
+        f'pixels: {html.escape(boxes)}</div>'
         f"{picture}</div>"
     )
 

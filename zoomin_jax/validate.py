@@ -78,6 +78,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
         problems.append(f"model.pooling={m.pooling!r} must be one of {POOLINGS}")
     if m.dtype not in DTYPES:
         problems.append(f"model.dtype={m.dtype!r} must be one of {sorted(DTYPES)}")
+    for field in ("clusters", "iterations", "restarts", "mosaic_patches", "mosaic_px"):
+        if not _positive_int(config.mine[field]):
+            problems.append(f"mine.{field}={config.mine[field]!r} must be a positive integer")
     problems += _device_problems(config, num_devices, num_processes, local_devices)
     if problems:
         raise ConfigError("Config cannot work:\n  - " + "\n  - ".join(problems))

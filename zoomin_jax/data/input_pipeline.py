@@ -190,7 +190,7 @@ class _TrainExample(grain.transforms.RandomMap):
         if not self.fov:
             image, boxes, kinds = augment_lib.random_augment(image, lesions["box"], lesions["kind"], rng, self.flags)
             return _example(record, index, image, boxes, kinds, self.max_lesions)
-        rows = _fov_rows(record, image, self.graham)
+        rows = stored_fov_rows(record, image, self.graham)
         image, boxes, kinds, rows = augment_lib.random_augment(image, lesions["box"], lesions["kind"], rng,
                                                                self.flags, fov_rows=rows)
         return {**_example(record, index, image, boxes, kinds, self.max_lesions), "fov_rows": rows.astype(np.int16)}
@@ -233,13 +233,13 @@ class _EvalExample(grain.transforms.Map):
 
 
 def _localisation_fields(record: dict, image: np.ndarray, graham: bool) -> dict:
-    """`fov_rows` (`_fov_rows`) and the optic disc (stored, else none) of an eval example."""
+    """`fov_rows` (`stored_fov_rows`) and the optic disc (stored, else none) of an eval example."""
     disc = np.asarray(record.get("optic_disc", np.zeros(4)), np.int32).reshape(4)
-    return {"fov_rows": _fov_rows(record, image, graham), "optic_disc": disc,
+    return {"fov_rows": stored_fov_rows(record, image, graham), "optic_disc": disc,
             "optic_disc_valid": np.bool_(disc[2] > disc[0])}
 
 
-def _fov_rows(record: dict, image: np.ndarray, graham: bool) -> np.ndarray:
+def stored_fov_rows(record: dict, image: np.ndarray, graham: bool) -> np.ndarray:
     """int16 (S, 2) field of view of an example: stored by the builder, else found on the decoded image."""
     rows = record.get("fov_rows")
     rows = fov_lib.field_of_view(image, graham=graham) if rows is None else np.asarray(rows).reshape(-1, 2)

@@ -137,7 +137,8 @@ class ZoomInNet(nn.Module):
 
         Returns:
           logits (B, K) of the fused head; mnet_logits, anet_logits (B, K); patch_logits (B, N', K) of each patch
-          on its own; gated, attention, scores (B, h, w, K);
+          on its own; patch_features (B, N', D) C-Net's pooled feature of each patch (lesion mining, `mine.py`);
+          gated, attention, scores (B, h, w, K);
           boxes (B, N', 4) int32 high-res (y0, x0, y1, x1) end exclusive; box_scores (B, N') — N' = N, or
           N * len(region_levels) with region_reduce 'per_level'.
         """
@@ -177,6 +178,7 @@ class ZoomInNet(nn.Module):
             "logits": logits.astype(jnp.float32),
             "mnet_logits": mnet_logits.astype(jnp.float32),
             "patch_logits": patch_logits.astype(jnp.float32),
+            "patch_features": per_patch.astype(jnp.float32),
             "anet_logits": a["logits"],
             "gated": a["gated"],
             "attention": a["attention"],
