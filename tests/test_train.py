@@ -263,6 +263,13 @@ def test_mine_clusters_each_patch_by_its_own_photographs_feature(uninterrupted, 
     saved = json.load(open(tmp_path / "mined" / "mining.json"))
     assert saved["purity"] == pytest.approx(counted) and saved["patches"] == 16
     assert saved["purity"] >= saved["purity_one_cluster"]  # sum of the clusters' maxima >= the maximum of sums
+    on_objects = [r for r in rows if r["kind"] != "background"]
+    if on_objects:
+        by_cluster = collections.defaultdict(collections.Counter)
+        for r in on_objects:
+            by_cluster[int(r["cluster"])][r["kind"]] += 1
+        counted = sum(max(v.values()) for v in by_cluster.values()) / len(on_objects)
+        assert saved["objects"]["purity"] == pytest.approx(counted)
     assert f"[mine] purity {counted:.3f}" in printed
     for k in range(3):  # the first tile of each mosaic: the cluster's patch nearest its centre (CSV: 5 decimals)
         members = [r for r in rows if int(r["cluster"]) == k]

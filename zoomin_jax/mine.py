@@ -12,7 +12,9 @@ knows every lesion it draws; IDRiD with its boxes CSV) each patch also gets a ki
 object whose box centre lies in the patch nearest the patch's centre (a lesion kind, or the optic disc), else
 "background". Each cluster's purity is the share of its patches of its most common kind; the overall purity is
 their size-weighted mean, printed next to two references: the purity of one cluster holding everything (the
-commonest kind's share) and the mean purity of random clusterings of the same sizes (`random_purity`).
+commonest kind's share) and the mean purity of random clusterings of the same sizes (`random_purity`). The same
+three figures are given over the patches on an annotated object alone ('objects'): whether the clusters tell the
+kinds apart, not only lesions from background.
 
 DIR receives:
   mining.json     the purities, each cluster's size, majority kind and composition, the references, the step.
@@ -191,6 +193,13 @@ def mine_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
         result["purity"] = p["overall"]
         result["purity_one_cluster"] = float(shares.max())
         result["purity_random_clusters"] = random_purity(assignment, kinds, k, len(KIND_NAMES), seed=mc.seed)
+        shown = kinds != BACKGROUND  # patches on an annotated object: do the clusters tell the kinds apart?
+        if shown.any():
+            a, kk = assignment[shown], kinds[shown]
+            result["objects"] = {
+                "patches": int(shown.sum()), "purity": purity(a, kk, k, len(KIND_NAMES))["overall"],
+                "purity_one_cluster": float(np.bincount(kk).max() / len(kk)),
+                "purity_random_clusters": random_purity(a, kk, k, len(KIND_NAMES), seed=mc.seed)}
         result["kinds"] = {KIND_NAMES[j]: int(v) for j, v in enumerate(np.bincount(kinds, minlength=len(KIND_NAMES)))
                            if v}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,6 +219,11 @@ def _summary(result: dict) -> list[str]:
     if result["annotated"]:
         lines.append(f"[mine] purity {result['purity']:.3f} (one cluster: {result['purity_one_cluster']:.3f}, random "
                      f"clusters of these sizes: {result['purity_random_clusters']:.3f})")
+    if "objects" in result:
+        o = result["objects"]
+        lines.append(f"[mine] the {o['patches']} patches on an annotated object (a lesion or the optic disc): purity "
+                     f"{o['purity']:.3f} (one cluster: {o['purity_one_cluster']:.3f}, random clusters of these sizes:"
+                     f" {o['purity_random_clusters']:.3f})")
     for row in result["cluster_table"]:
         top = sorted(row["composition"].items(), key=lambda kv: -kv[1])[:3]
         share = ", ".join(f"{name} {v}" for name, v in top)
