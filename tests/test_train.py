@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -268,8 +269,8 @@ def test_mine_clusters_each_patch_by_its_own_photographs_feature(uninterrupted, 
         by_cluster = collections.defaultdict(collections.Counter)
         for r in on_objects:
             by_cluster[int(r["cluster"])][r["kind"]] += 1
-        counted = sum(max(v.values()) for v in by_cluster.values()) / len(on_objects)
-        assert saved["objects"]["purity"] == pytest.approx(counted)
+        assert saved["objects"]["purity"] == pytest.approx(
+            sum(max(v.values()) for v in by_cluster.values()) / len(on_objects))
     assert f"[mine] purity {counted:.3f}" in printed
     for k in range(3):  # the first tile of each mosaic: the cluster's patch nearest its centre (CSV: 5 decimals)
         members = [r for r in rows if int(r["cluster"]) == k]
@@ -283,3 +284,38 @@ def test_mine_clusters_each_patch_by_its_own_photographs_feature(uninterrupted, 
         mosaic = np.asarray(Image.open(tmp_path / "mined" / "mosaics" / f"cluster_{k:02d}.png"))
         assert mosaic.shape == (16 + 32, 360, 3)
         assert any(np.array_equal(mosaic[16:, :32], t) for t in tiles), k
+
+
+IDRID_PHOTOS = Path(ROOT).parent / "shared" / "data" / "idrid" / "B. Disease Grading" / "1. Original Images"
+
+
+@pytest.mark.skipif(not IDRID_PHOTOS.is_dir(), reason=f"real IDRiD photographs not found at {IDRID_PHOTOS}")
+def test_predict_on_real_idrid_photographs_at_their_size_renders_in_a_browser(uninterrupted, data_dir, tmp_path):
+    """Three real IDRiD photographs (2144x1424 JPEG, as shared) linked into a folder: each gets a row with boxes
+    inside its own pixels and a picture, and headless Chromium shows the report with every picture loaded and no
+    script error."""
+    import re
+
+    from test_report import CHROMIUM, _chromium
+
+    from zoomin_jax import predict
+
+    wd, _ = uninterrupted
+    photos = sorted(IDRID_PHOTOS.rglob("IDRiD_0[0-3][0-9].jpg"))[:3]
+    (tmp_path / "in").mkdir()
+    for p in photos:
+        (tmp_path / "in" / p.name).symlink_to(p)
+    out = predict.predict_folder(e2e_config(data_dir), str(wd), str(tmp_path / "in"), str(tmp_path / "out"))
+    assert [r["path"] for r in out["rows"]] == [p.name for p in photos] and not out["unreadable"]
+    for r in out["rows"]:
+        h, w = r["photo_height"], r["photo_width"]
+        assert (h, w) == (1424, 2144)
+        for y0, x0, y1, x1 in r["boxes"]:  # 75 of 100 stored pixels: about 3/4 of the disc's height, in the photo
+            assert 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w and 0.5 * h < y1 - y0 < h
+    saved = json.load(open(tmp_path / "out" / "predictions.json"))
+    assert [r["boxes"] for r in saved["photographs"]] == [r["boxes"] for r in out["rows"]]
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's package)")
+    dump = _chromium((tmp_path / "out" / "report.html").as_uri(), "--dump-dom", tmp=tmp_path)
+    assert "Uncaught" not in dump.stderr and not re.search(r"CONSOLE.*[Ee]rror", dump.stderr), dump.stderr[-2000:]
+    assert 'data-images-ok="3/3"' in dump.stdout

@@ -1,7 +1,8 @@
 """Building the model from a config, creating its variables already sharded, and the jitted forward pass.
 
-Also `forward_demo`, the job `python -m zoomin_jax.main` runs until training lands: one sharded forward pass of
-the configured network on freshly generated synthetic fundus photographs, printing what comes out.
+Also `forward_demo` (`--mode=forward`): one sharded forward pass of the configured, untrained network on freshly
+generated synthetic fundus photographs, printing what comes out (shapes, parameters, boxes): a check of a config's
+geometry and a machine's set-up without a dataset or a checkpoint.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@
         --input=photos/ --output=out/                                                          # your photographs
     python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=mine --split=test \
         --output=mined/                                                                        # lesion mining
+    python -m zoomin_jax.main --config=configs/default.py --workdir=runs/default --mode=export \
+        --output=model.jaxexport                                                               # jax.export file
     python -m zoomin_jax.main --config=configs/default.py --mode=forward                      # one forward pass
 
 Exit status: 0 finished; 75 (EX_TEMPFAIL) preempted by SIGTERM, the last completed step saved: run the same
