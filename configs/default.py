@@ -129,6 +129,10 @@ def get_config() -> ml_collections.ConfigDict:
     # (into M-Net and C-Net); "" (here): random initialisation. A named file that is missing stops the run before
     # anything is prepared or compiled.
     c.init_from = ""
+    # Random initialisation drawn on the host with numpy (flax's default distributions; nothing compiled) instead of
+    # a jitted flax init (ours). Off here: the jitted init takes ~13 s at this size and the README's figures were
+    # made with it; configs/full.py turns it on (~65 s of compiling at paper scale on 2 CPU cores).
+    c.init_on_host = False
 
     # ---- bookkeeping ----
     c.log_every = 10  # steps between progress lines (also when non-finite losses are checked)

@@ -194,3 +194,38 @@ def test_zoom_in_net_takes_every_value_from_the_config():
                                                                             m.pooling)
     assert (model.anet_endpoint, model.mnet_repeats, model.patch_size) == (m.anet.endpoint, tuple(m.mnet.repeats),
                                                                            m.regions.patch_size)
+
+
+def test_host_init_draws_what_flax_would_without_compiling(setup):
+    """`config.init_on_host`: the same tree, shapes and dtypes as flax's jitted init; constants equal to flax's;
+    kernels with flax's spread (LeCun normal truncated at 2 sigma: std 1/sqrt(fan_in)) measured on flax's own draw;
+    the same seed gives the same values on every call, another seed others."""
+    c, mesh, model, variables, _ = setup
+    c = c.copy_and_resolve_references()
+    c.init_on_host = True
+    host = init_variables(model, c, mesh, jax.random.PRNGKey(0))
+    flax_leaves = dict(jax.tree_util.tree_leaves_with_path(jax.device_get(variables)))
+    host_leaves = dict(jax.tree_util.tree_leaves_with_path(jax.device_get(host)))
+    assert flax_leaves.keys() == host_leaves.keys()
+    kernels = 0
+    for path, f in flax_leaves.items():
+        h = host_leaves[path]
+        assert h.shape == f.shape and h.dtype == f.dtype, path
+        if path[-1].key != "kernel":
+            np.testing.assert_array_equal(h, f, err_msg=jax.tree_util.keystr(path))
+        elif f.size >= 2000:
+            kernels += 1
+            assert abs(h.std() / f.std() - 1) < 0.1, jax.tree_util.keystr(path)
+            bound = 2 / np.sqrt(np.prod(f.shape[:-1])) / 0.8796256610342398
+            assert np.abs(h).max() <= bound * 1.0001 and np.abs(f).max() <= bound * 1.0001
+    assert kernels > 20
+    leaf = jax.tree_util.keystr(next(p for p in host_leaves if p[-1].key == "kernel"))
+    again = dict(jax.tree_util.tree_leaves_with_path(jax.device_get(init_variables(model, c, mesh, None))))
+    c.seed = 1
+    other = dict(jax.tree_util.tree_leaves_with_path(jax.device_get(init_variables(model, c, mesh, None))))
+    for p in host_leaves:
+        if jax.tree_util.keystr(p) == leaf:
+            np.testing.assert_array_equal(again[p], host_leaves[p])
+            assert not np.array_equal(other[p], host_leaves[p])
+    arr = jax.tree_util.tree_leaves(host)[0]
+    assert arr.sharding.is_fully_replicated and len(arr.addressable_shards) == 8
