@@ -97,3 +97,14 @@ def test_a_missing_weight_file_is_refused_before_the_workdir_is_touched(tmp_path
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train.train_and_evaluate(c, str(workdir))
     assert not workdir.exists() and not (tmp_path / "tfds").exists()
+
+
+def test_a_stage_order_naming_no_stage_is_refused_with_the_tuple_syntax(tmp_path):
+    from tiny import tiny_config
+
+    c = tiny_config(str(tmp_path / "tfds"))
+    c.stage_order = ("mnet,cnet",)  # what --config.stage_order=mnet,cnet gives
+    with pytest.raises(ConfigError, match=r"names \['mnet,cnet'\]: choose from the defined stages \['anet', 'cnet', "
+                                          r"'joint', 'mnet'\] \(on the command line a tuple is written"):
+        train.train_and_evaluate(c, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -28,7 +28,7 @@ from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
 from zoomin_jax.progress import MetricWriter, Progress
 from zoomin_jax.train_step import TrainState, make_optimizer, make_train_step, stages
-from zoomin_jax.validate import validate_config
+from zoomin_jax.validate import validate_config, validate_stages
 
 
 def _check_finite(pending: list[tuple[int, dict]], last_good: int | None) -> list[dict]:
@@ -63,6 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     # Every batch-size and device-count rule before the workdir is touched or anything compiled.
     validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
+    validate_stages(config)
     # From here on SIGTERM is noted and acted on at the next check point (preparing data, restoring, compiling
     # included), not a kill.
     # The workdir's lock is taken once the workdir exists and given back however the run ends.

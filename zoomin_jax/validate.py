@@ -86,6 +86,20 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
         raise ConfigError("Config cannot work:\n  - " + "\n  - ".join(problems))
 
 
+def validate_stages(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError when `stage_order` names a stage `stages` does not define (training only: evaluation
+    does not read the stages)."""
+    order = tuple(config.stage_order)
+    unknown = [s for s in order if s not in config.stages]
+    if unknown or not order:
+        hint = ""
+        if any("," in s for s in unknown):
+            hint = (" (on the command line a tuple is written --config.stage_order=\"('mnet', 'cnet')\"; "
+                    "'mnet,cnet' is one name)")
+        raise ConfigError(f"Config cannot work:\n  - stage_order={order} names {unknown or 'no stage'}: choose from "
+                          f"the defined stages {sorted(config.stages)}{hint}")
+
+
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
