@@ -23,8 +23,9 @@ Wall time: about half an hour on 8 H100s and a host with 32 free cores, set by J
            "Speed"), so 1.76 M photographs take 20-30 min on data.num_workers=32 worker processes; keeping the GPUs
            busy would take ~250-360 cores. Add a few minutes of compiling (one train step per stage, one eval step).
            The joint step at these shapes compiles and runs on a CPU too (bench/train_step.py's docstring has the
-           command: float32, batch 2): on this project's 2-core machine, shared with other jobs at load ~7, compile
-           495 s, 64 s per step, 7.5 GiB peak RSS, 514 GFLOP per photograph.
+           command: float32, batch 2): on this project's 2-core machine, alone, with this config's CPU XLA flags,
+           init 8.7 s (drawn on the host), compile 130 s, 13.5 s per step (a PyTorch Zoom-in-Net on timm: 13.2 s;
+           bench/compare.py), 7.6 GiB peak RSS, 514 GFLOP per photograph.
 Score:     not measured here (no accelerator, no EyePACS). The paper's Kaggle EyePACS quadratic weighted kappa,
            validation (public leaderboard, 10,906 photographs) / test (private, 42,670): M-Net 0.832 / 0.825,
            M-Net + A-Net 0.837 / 0.832, Zoom-in-Net 0.857 / 0.849. This run's stage-end evaluations print the same
