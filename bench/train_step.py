@@ -155,30 +155,26 @@ def input_wait(compiled, state, batch, config, mesh, steps: int) -> None:
 
 
 def selection_seconds(model, config, rows: int, steps: int) -> float:
-    """Median seconds of the zoom-in's own work alone, as the model does it for `rows` images: top-N selection with
-    suppression on a random map of the A-Net map's shape, and the crops from the high-res images. Timed apart from
-    the step (a profile of the fused step cannot split it out reliably on every backend)."""
+    """Median seconds of the zoom-in's own work alone for `rows` images: the model's own region selection
+    (`ZoomInNet._select`, on random A-Net maps of the configured endpoint's shape) and the crops from the high-res
+    images. Timed apart from the step (a profile of the fused step cannot split it out reliably on every backend)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from zoomin_jax import regions
     from zoomin_jax.models.inception_resnet import endpoint_geometry
-    from zoomin_jax.models.zoom_in import cell_centres
 
     m = config.model
     side = endpoint_geometry(m.anet.endpoint, m.low_res_size, tuple(m.mnet.repeats)).side
-    centres = cell_centres(m.anet.endpoint, m.low_res_size, m.image_size, tuple(m.mnet.repeats))
-    r = m.regions
 
     @jax.jit
     def zoom(maps, images):
-        boxes, _ = regions.select_boxes(maps, centres, m.image_size, r.patch_size, r.num_regions, r.iou_threshold,
-                                        r.disc_radius)
-        return regions.crop(images.astype(jnp.float32) / 127.5 - 1.0, boxes, r.patch_size)
+        boxes, _ = model._select(maps)
+        return regions.crop(images.astype(jnp.float32) / 127.5 - 1.0, boxes, m.regions.patch_size)
 
     rng = np.random.default_rng(0)
-    maps = jnp.asarray(rng.random((rows, side, side), np.float32))
+    maps = jnp.asarray(rng.random((rows, side, side, m.num_classes), np.float32))
     images = jnp.asarray(rng.integers(0, 256, (rows, m.image_size, m.image_size, 3), dtype=np.uint8))
     jax.block_until_ready(zoom(maps, images))
     times = []

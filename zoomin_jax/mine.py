@@ -151,6 +151,14 @@ def random_purity(assignment: np.ndarray, labels: np.ndarray, k: int, num_labels
                           for _ in range(trials)]))
 
 
+def _purities(assignment: np.ndarray, kinds: np.ndarray, k: int, seed: int) -> dict:
+    """The clustering's purity and its two references: one cluster (the commonest kind's share) and random
+    clusterings of the same sizes."""
+    return {"purity": purity(assignment, kinds, k, len(KIND_NAMES))["overall"],
+            "purity_one_cluster": float(np.bincount(kinds).max() / len(kinds)),
+            "purity_random_clusters": random_purity(assignment, kinds, k, len(KIND_NAMES), seed=seed)}
+
+
 def mine_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str, split: str | None = None,
                step: int | None = None) -> dict:
     """`--mode=mine` (module docstring). Returns what mining.json holds, plus 'assignment', 'kinds' (codes),
@@ -189,17 +197,11 @@ def mine_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
            if annotated and p["sizes"][c] else {})
         for c in range(k)]
     if annotated:
-        shares = np.bincount(kinds, minlength=len(KIND_NAMES)) / len(kinds)
-        result["purity"] = p["overall"]
-        result["purity_one_cluster"] = float(shares.max())
-        result["purity_random_clusters"] = random_purity(assignment, kinds, k, len(KIND_NAMES), seed=mc.seed)
+        result.update(_purities(assignment, kinds, k, mc.seed))
         shown = kinds != BACKGROUND  # patches on an annotated object: do the clusters tell the kinds apart?
         if shown.any():
-            a, kk = assignment[shown], kinds[shown]
-            result["objects"] = {
-                "patches": int(shown.sum()), "purity": purity(a, kk, k, len(KIND_NAMES))["overall"],
-                "purity_one_cluster": float(np.bincount(kk).max() / len(kk)),
-                "purity_random_clusters": random_purity(a, kk, k, len(KIND_NAMES), seed=mc.seed)}
+            result["objects"] = {"patches": int(shown.sum()),
+                                 **_purities(assignment[shown], kinds[shown], k, mc.seed)}
         result["kinds"] = {KIND_NAMES[j]: int(v) for j, v in enumerate(np.bincount(kinds, minlength=len(KIND_NAMES)))
                            if v}
     out_dir.mkdir(parents=True, exist_ok=True)
