@@ -90,6 +90,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Also each photograph's own field of view (ours): candidate cells must show retina, not the black (or, after
     # Graham, grey) bands of a photograph cut at top and bottom. Train and eval batches then carry `fov_rows`.
     m.regions.fov = False
+    # Keep boxes off the optic disc (ours): no candidate cell centred within this fraction of the image side from
+    # the disc, found as the brightest optic_disc_window-sized square (fraction of the side) of the low-res
+    # image's green channel (regions.locate_optic_disc). 0: off.
+    m.regions.optic_disc_radius = 0.0
+    m.regions.optic_disc_window = 0.07
     # Map the boxes are chosen on: "gated" (G = S * A, the paper's) or "attention" (A alone). Ours: S is signed and
     # its per-grade offset is free (attention sums to one), so G's peaks can sit where a grade's evidence is most
     # *negative*; on one trained checkpoint G's boxes found 16% of the lesions, A's 35% (README).

@@ -39,6 +39,12 @@ never picked.
 field of view: many real photographs are cut at top and bottom, so the circle holds black bands (Graham
 normalisation turns them flat grey) where a crop shows nothing. An image with fewer than `num_regions` such cells
 falls back to the circle alone, so the output keeps N distinct cells.
+
+`avoid` (optional, per image) is a point to keep away from, in high-res pixels: candidates exclude cells whose
+centre lies within `avoid_radius` (a fraction of the image side) of it. The model passes the optic disc found by
+`locate_optic_disc` (config `model.regions.optic_disc_radius`): the disc is the brightest normal structure of a
+fundus photograph, and an attention map trained from grades alone readily parks a box on it. Again an image left
+with fewer than `num_regions` candidates falls back to the rules before this one.
 """
 
 from __future__ import annotations
@@ -141,6 +147,8 @@ def select_boxes(
     iou_threshold: float,
     disc_radius: float | None = None,
     fov: jnp.ndarray | None = None,
+    avoid: jnp.ndarray | None = None,
+    avoid_radius: float = 0.0,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Top-N boxes of each score map with greedy overlap suppression.
 
@@ -156,6 +164,9 @@ def select_boxes(
       fov: optional bool (B, image_size, image_size), each image's field of view at high res (`fov_mask`): a cell
         is a candidate only where the pixel holding its centre is True (images with fewer than `num_regions` such
         cells use the disc rule alone).
+      avoid: optional float (B, 2) one (row, column) point per image in high-res pixels (e.g. the optic disc,
+        `locate_optic_disc`): cells whose centre lies within `avoid_radius * image_size` of it are not candidates
+        (images with fewer than `num_regions` other candidates keep the rules above alone).
 
     Returns:
       boxes: int32 (B, N, 4) as (y0, x0, y1, x1) in high-res pixels, end exclusive, best first;
@@ -183,11 +194,52 @@ def select_boxes(
             raise ValueError(f"fov must be ({b}, {image_size}, {image_size}), got {fov.shape}")
         cy, cx = (np.clip([math.floor(c) for c in cs], 0, image_size - 1) for cs in centres)
         inside = lax.stop_gradient(fov)[:, cy[:, None], cx[None, :]].reshape(b, h * w)
-        narrowed = allowed & inside
-        enough = narrowed.sum(axis=1, keepdims=True) >= num_regions
-        allowed = jnp.where(enough, narrowed, allowed)
+        allowed = _narrow(allowed, inside, num_regions)
+    if avoid is not None:
+        if avoid.shape != (b, 2):
+            raise ValueError(f"avoid must be ({b}, 2), got {avoid.shape}")
+        rows, cols = (np.asarray([float(c) for c in cs]) for cs in centres)
+        cy = jnp.asarray(np.repeat(rows, w))  # row-major cell order
+        cx = jnp.asarray(np.tile(cols, h))
+        p = lax.stop_gradient(avoid).astype(jnp.float32)
+        far = jnp.hypot(cy - p[:, :1], cx - p[:, 1:]) > avoid_radius * image_size
+        allowed = _narrow(allowed, far, num_regions)
     cells = jax.vmap(lambda s, ok: _select_one(s, boxes, num_regions, iou_threshold, ok))(scores, allowed)
     return lax.stop_gradient(boxes[cells]), jnp.take_along_axis(scores, cells, axis=1)
+
+
+def _narrow(allowed: jnp.ndarray, keep: jnp.ndarray, num_regions: int) -> jnp.ndarray:
+    """allowed & keep per image (rows of (B, M)), where that leaves at least `num_regions` cells; else allowed."""
+    narrowed = allowed & keep
+    return jnp.where(narrowed.sum(axis=1, keepdims=True) >= num_regions, narrowed, allowed)
+
+
+def locate_optic_disc(low: jnp.ndarray, window: int, rim: float = 0.9) -> jnp.ndarray:
+    """The optic disc of each low-res fundus image: the centre of its brightest `window` x `window` square in green.
+
+    The disc is the largest bright patch of a fundus photograph; hard exudates are brighter in places but small,
+    so averaged over a window about the disc's size (7% of the side) the disc wins. Green, not luminance: Graham's
+    normalisation keeps the disc's green excess but flattens its red (on the 411 IDRiD photographs with an
+    annotated disc, Graham-normalised at 160 px: green 81% inside the annotated disc box, luminance 47%; without
+    Graham, luminance 98%). Only windows centred inside `rim` (a fraction of half the side) of the image centre
+    count: the eye disc's edge is no disc. Nothing here is learned or differentiated.
+
+    Args:
+      low: (B, s, s, 3) low-res images, RGB, any affine scaling of the pixels (e.g. [-1, 1]).
+      window: side of the averaging square in low-res pixels (odd keeps it centred on a pixel).
+      rim: windows must be centred within this fraction of half the side from the image centre.
+
+    Returns:
+      float32 (B, 2) (row, column) of the disc's centre in low-res continuous pixels (pixel k spans [k, k + 1)).
+    """
+    b, s = low.shape[0], low.shape[1]
+    green = lax.stop_gradient(low[..., 1]).astype(jnp.float32)
+    means = lax.reduce_window(green, 0.0, lax.add, (1, window, window), (1, 1, 1), "SAME")
+    centre = np.arange(s) + 0.5
+    inside = np.hypot(centre[:, None] - s / 2, centre[None, :] - s / 2) <= rim * s / 2
+    means = jnp.where(jnp.asarray(inside), means, -jnp.inf).reshape(b, s * s)
+    k = jnp.argmax(means, axis=1)
+    return jnp.stack([k // s, k % s], axis=-1).astype(jnp.float32) + 0.5
 
 
 def fov_mask(fov_rows: jnp.ndarray, image_size: int) -> jnp.ndarray:

@@ -65,6 +65,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
                 f"model.regions.num_regions={r.num_regions} cannot be chosen from the {cells} cells{where} of the "
                 f"{side}x{side} map {m.anet.endpoint} at low_res_size={m.low_res_size}"
             )
+    if not 0.0 <= r.optic_disc_radius <= 1.0:
+        problems.append(f"model.regions.optic_disc_radius={r.optic_disc_radius} must be 0 (off) or in (0, 1], "
+                        "a fraction of the image side")
+    if not 0.0 < r.optic_disc_window <= 0.5:
+        problems.append(f"model.regions.optic_disc_window={r.optic_disc_window} must be in (0, 0.5], a fraction of "
+                        "the low-res side")
     if r.map not in ("gated", "attention"):
         problems.append(f"model.regions.map={r.map!r} must be 'gated' or 'attention'")
     if r.reduce not in ("max", "per_level"):

@@ -6,10 +6,11 @@ One module, one forward pass, one XLA program: the low-res view is derived on de
 Choices the paper leaves open, each a config field (see configs/default.py): A-Net reads one named M-Net endpoint;
 its attention branch is conv3x3(hidden) + ReLU + conv1x1(K) followed by a spatial softmax per grade; regions are
 chosen on the gated map G (the paper's) or the attention A (`regions.map`), reduced over lesion levels 1..4 (max) or
-per level, among the cells inside the eye disc (`regions.disc_radius`); each cell's box is centred where the cell
-looks, its receptive-field centre derived from M-Net's layers (`cell_centres`); C-Net patch features are pooled over
-the patches (max or mean) and concatenated with M-Net's pooled feature before the final linear layer; a per-patch
-linear head grades each patch on its own (the "patch" loss).
+per level, among the cells inside the eye disc (`regions.disc_radius`) and, optionally, away from the optic disc
+found on the low-res image (`regions.optic_disc_radius`, `regions.locate_optic_disc`); each cell's box is centred
+where the cell looks, its receptive-field centre derived from M-Net's layers (`cell_centres`); C-Net patch features
+are pooled over the patches (max or mean) and concatenated with M-Net's pooled feature before the final linear
+layer; a per-patch linear head grades each patch on its own (the "patch" loss).
 
 Every field of `ZoomInNet` is set from the config (`ZoomInNet.from_config`); none has a default of its own, so
 configs/default.py is the only place a default lives.
@@ -83,6 +84,8 @@ class ZoomInNet(nn.Module):
     patch_size: int
     iou_threshold: float
     region_disc_radius: float | None
+    region_optic_disc_radius: float
+    region_optic_disc_window: float
     region_map: str
     region_levels: Sequence[int]
     region_reduce: str
@@ -100,16 +103,18 @@ class ZoomInNet(nn.Module):
             anet_endpoint=m.anet.endpoint, anet_hidden=m.anet.hidden,
             num_regions=m.regions.num_regions, patch_size=m.regions.patch_size,
             iou_threshold=m.regions.iou_threshold, region_disc_radius=m.regions.disc_radius,
+            region_optic_disc_radius=m.regions.optic_disc_radius,
+            region_optic_disc_window=m.regions.optic_disc_window,
             region_map=m.regions.map,
             region_levels=tuple(m.regions.levels),
             region_reduce=m.regions.reduce, pooling=m.pooling, dropout=m.dropout, dtype=DTYPES[m.dtype],
         )
 
-    def _select(self, maps: jnp.ndarray, fov: jnp.ndarray | None = None):
+    def _select(self, maps: jnp.ndarray, fov: jnp.ndarray | None = None, avoid: jnp.ndarray | None = None):
         lesion = maps[..., jnp.asarray(self.region_levels)]  # (B, h, w, L): A-Net's gated maps or attention
         centres = cell_centres(self.anet_endpoint, self.low_res_size, self.image_size, self.mnet_repeats)
         args = (centres, self.image_size, self.patch_size, self.num_regions, self.iou_threshold,
-                self.region_disc_radius, fov)
+                self.region_disc_radius, fov, avoid, self.region_optic_disc_radius)
         if self.region_reduce == "max":
             return regions.select_boxes(lesion.max(axis=-1), *args)
         # "per_level": N boxes from each level's map, concatenated level by level -> (B, L * N, 4).
@@ -159,7 +164,11 @@ class ZoomInNet(nn.Module):
         mnet_logits = fix("mnet", nn.Dense(self.num_classes, name="mnet_head")(drop(f_m)))
 
         a = fix("anet", ANet(self.num_classes, self.anet_hidden, self.dtype, name="anet")(feature_map))
-        boxes, box_scores = self._select(a[self.region_map], fov)
+        optic_disc = None
+        if self.region_optic_disc_radius:  # boxes keep away from the optic disc found on the low-res image
+            window = max(1, round(self.region_optic_disc_window * self.low_res_size))
+            optic_disc = regions.locate_optic_disc(low, window) * (self.image_size / self.low_res_size)
+        boxes, box_scores = self._select(a[self.region_map], fov, optic_disc)
 
         patches = regions.crop(x, boxes, self.patch_size)  # (B, N', P, P, 3)
         n = patches.shape[1]
