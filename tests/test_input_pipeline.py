@@ -470,3 +470,20 @@ def test_train_examples_carry_the_field_of_view_moved_with_the_image():
         assert (carried & found).sum() / (carried | found).sum() > 0.95, seed
     turned = [with_fov.random_map(0, np.random.default_rng(s))["fov_rows"] for s in range(8)]
     assert sum(not np.array_equal(t, stored) for t in turned) >= 6
+
+
+def test_random_augment_pixels_equal_each_channel_warped_and_looked_up_alone():
+    """The augmentation warps and looks up RGBA (OpenCV's fast 4-channel paths). Oracle: each colour channel alone,
+    as a 2-D array (OpenCV's single-channel warp), then the lookup by numpy indexing `lut[v, c]`, with the same
+    draws replayed from the generator: the values must be the same to the bit."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    flags = {"rotate": True, "flip": True, "scale": 0.1, "brightness": 0.1, "contrast": 0.1}
+    for seed in range(4):
+        out, _, _ = augment.random_augment(image, np.zeros((0, 4)), np.zeros(0), np.random.default_rng(seed), flags)
+        u = np.random.default_rng(seed).random(6)
+        m = augment.affine_matrix(SIZE, 360.0 * u[0], 1.0 + 0.1 * (2 * u[3] - 1), u[1] < 0.5, u[2] < 0.5)
+        lut = augment.photometric_lut(1.0 + 0.1 * (2 * u[4] - 1), 1.0 + 0.1 * (2 * u[5] - 1), augment.disc_mean(image))
+        warped = np.stack([augment.warp_image(np.ascontiguousarray(image[..., c]), m) for c in range(3)], -1)
+        want = np.stack([lut[warped[..., c], c] for c in range(3)], -1)
+        np.testing.assert_array_equal(out, want)

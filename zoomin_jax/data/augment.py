@@ -76,11 +76,12 @@ def warp_image(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Resamples `image` under the forward map `matrix` (bilinear, black fill).
 
     Args:
-      image: uint8 (H, W, 3).
+      image: uint8 (H, W), (H, W, 3) or (H, W, 4); each channel is resampled alike (OpenCV's 4-channel path is
+        about twice as fast as its 3-channel one and gives the same values per channel: `random_augment` warps RGBA).
       matrix: (3, 3) forward map from `affine_matrix`.
 
     Returns:
-      uint8 (H, W, 3), the transformed image.
+      uint8 of the input's shape, the transformed image.
     """
     # Rounding snaps quarter turns to exact integers (cos 90 deg is 6e-17 in floating point), so they resample
     # pixel centres exactly instead of blending in 1e-16 of a neighbour and truncating 60 to 59.
@@ -90,7 +91,7 @@ def warp_image(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     m = np.concatenate([a, (inv[:2, 2] + 0.5 * a.sum(1) - 0.5)[:, None]], 1)
     h, w = image.shape[:2]
     return cv2.warpAffine(np.ascontiguousarray(image), m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
 
 
 def transform_boxes(boxes: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +145,13 @@ def apply_photometric(image: np.ndarray, brightness: float, contrast: float) -> 
 
 
 def _apply_lut(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """out[..., c] = lut[image[..., c], c] for a uint8 (H, W, 3) image and a uint8 (256, 3) table."""
-    return cv2.LUT(np.ascontiguousarray(image), np.ascontiguousarray(lut.reshape(256, 1, 3)))
+    """out[..., c] = lut[image[..., c], c] for a uint8 (H, W, 3) image and a uint8 (256, 3) table; an (H, W, 4)
+    image keeps its fourth channel (identity)."""
+    channels = image.shape[-1]
+    if channels > lut.shape[1]:
+        identity = np.repeat(np.arange(256, dtype=np.uint8)[:, None], channels - lut.shape[1], axis=1)
+        lut = np.concatenate([lut, identity], axis=1)
+    return cv2.LUT(np.ascontiguousarray(image), np.ascontiguousarray(lut.reshape(256, 1, channels)))
 
 
 def disc_mean(image: np.ndarray) -> np.ndarray:
@@ -192,13 +198,22 @@ def random_augment(
     matrix = affine_matrix(size, angle, scale, flip_lr, flip_ud)
     # The contrast mean is taken before the warp: rotation and a small zoom barely change the disc's mean colour.
     mean = disc_mean(image) if contrast != 1.0 else np.zeros(3)
-    if angle == 0.0 and scale == 1.0:  # flips only: exact, no resampling
+    warp = not (angle == 0.0 and scale == 1.0)
+    photometric = brightness != 1.0 or contrast != 1.0
+    # OpenCV's 4-channel warp and lookup are 2-3x faster than its 3-channel ones and give the same values per
+    # channel (tested): RGB -> RGBA -> warp, lookup -> RGB costs two cheap conversions and halves the augmentation.
+    rgba = warp and image.ndim == 3 and image.shape[-1] == 3
+    if rgba:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2RGBA)
+    if not warp:  # flips only: exact, no resampling
         if flip_lr or flip_ud:
             image = cv2.flip(np.ascontiguousarray(image), -1 if flip_lr and flip_ud else (1 if flip_lr else 0))
     else:
         image = warp_image(image, matrix)
-    if brightness != 1.0 or contrast != 1.0:
+    if photometric:
         image = _apply_lut(image, photometric_lut(brightness, contrast, mean))
+    if rgba:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
     boxes, keep = transform_boxes(boxes, matrix, size)
     kinds = np.asarray(kinds).reshape(-1)[keep]
     if fov_rows is None:
