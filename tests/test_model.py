@@ -62,6 +62,31 @@ def test_sharded_forward_equals_single_device_and_is_consistent(setup):
     np.testing.assert_allclose(out["box_scores"], want_scores, rtol=1e-6)
 
 
+def test_optic_disc_radius_keeps_the_boxes_off_the_brightest_green_spot(setup):
+    """`regions.optic_disc_radius`: a bright green cone planted on dark photographs, centred on a low-res pixel (the
+    disc, hand-placed), must be what the model avoids: its boxes equal the selection on its own maps with that
+    hand-worked point excluded (radius 0.3 of 200 px), and differ from the selection without it."""
+    c, mesh, model, variables, images = setup
+    yy, xx = np.mgrid[:200, :200] + 0.5
+    spots = [(30, 40), (45, 28), (22, 50), (40, 40)] * 2  # low-res pixels (80 px view)
+    dark = images // 4
+    point = []
+    for i, (py, px) in enumerate(spots):
+        cy, cx = (py + 0.5) * 200 / 80, (px + 0.5) * 200 / 80
+        cone = np.clip(255 * (1 - np.hypot(yy - cy, xx - cx) / 20), 0, 255).astype(np.uint8)
+        dark[i, ..., 1] = np.maximum(dark[i, ..., 1], cone)
+        point.append((cy, cx))
+    disc_model = dataclasses.replace(model, region_optic_disc_radius=0.3)
+    out = jax.device_get(jax.jit(lambda v, x: disc_model.apply(v, x, train=False))(variables, dark))
+    r = c.model.regions
+    maps = out[r.map][..., 1:].max(-1)
+    want, _ = regions.select_boxes(maps, centres(c), 200, 80, 3, 0.25, r.disc_radius, avoid=jnp.asarray(point),
+                                   avoid_radius=0.3)
+    plain, _ = regions.select_boxes(maps, centres(c), 200, 80, 3, 0.25, r.disc_radius)
+    np.testing.assert_array_equal(out["boxes"], want)
+    assert not np.array_equal(out["boxes"], plain)
+
+
 def test_eval_step_keeps_boxes_in_each_field_of_view_and_turns_it_with_the_image(setup):
     """`regions.fov`: the eval step takes each image's field of view; boxes sit on cells whose centre shows the
     retina, and a test-time flip flips the field of view with the image (oracle: mirrored inputs swap the terms of

@@ -166,7 +166,7 @@ class ZoomInNet(nn.Module):
         a = fix("anet", ANet(self.num_classes, self.anet_hidden, self.dtype, name="anet")(feature_map))
         optic_disc = None
         if self.region_optic_disc_radius:  # boxes keep away from the optic disc found on the low-res image
-            window = max(1, round(self.region_optic_disc_window * self.low_res_size))
+            window = 2 * int(self.region_optic_disc_window * self.low_res_size / 2) + 1  # odd: centred
             optic_disc = regions.locate_optic_disc(low, window) * (self.image_size / self.low_res_size)
         boxes, box_scores = self._select(a[self.region_map], fov, optic_disc)
 
