@@ -1,6 +1,6 @@
 """Pictures of what Zoom-in-Net looked at, as in the paper's figure: the photograph with the map the boxes were
-chosen on as a heat overlay and the boxes drawn (ranked), the attention maps of lesion levels 1-4, and the zoomed
-patches C-Net saw. Plain numpy + PIL.
+chosen on as a heat overlay and the boxes drawn (ranked), the attention maps of the lesion levels the boxes are
+chosen on, and the zoomed patches C-Net saw. Plain numpy + PIL.
 
 Each map value belongs at its cell's receptive-field centre (`models.zoom_in.cell_centres`, the same centres the
 boxes use), so the heat image is the maps' separable linear interpolation between those centres, held constant
@@ -63,21 +63,25 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, width: int = 2) -> Image.Im
 
 
 def picture(display: np.ndarray, region_map: np.ndarray, attention: np.ndarray, boxes: np.ndarray,
-            centres: tuple, title: str, map_name: str, fov: np.ndarray | None = None) -> Image.Image:
+            centres: tuple, title: str, map_name: str, fov: np.ndarray | None = None,
+            levels: tuple[int, ...] | None = None) -> Image.Image:
     """One photograph's figure.
 
     Args:
       display: uint8 (S, S, 3) the prepared photograph as a person would look at it (before Graham).
-      region_map: (h, w) the map the boxes were chosen on (levels 1-4 reduced as the model does).
-      attention: (h, w, L) attention of lesion levels 1..L.
+      region_map: (h, w) the map the boxes were chosen on (the lesion levels reduced as the model does).
+      attention: (h, w, L) attention of the L lesion levels the boxes were chosen on.
       boxes: int (N, 4) boxes in the prepared image's pixels, best first.
       centres: the cells' (row, column) centres in the prepared image's pixels.
       title: a line of text on top (grade, probabilities).
       map_name: what `region_map` is ("gated" or "attention").
       fov: optional bool (S, S) field of view: heat is shown (and scaled) on the retina only, so weight parked in
         the black surround does not paint streaks there.
+      levels: the grades of `attention`'s L maps (`config.model.regions.levels`), for the labels; None: 1..L.
     """
     s = display.shape[0]
+    grades = tuple(levels) if levels is not None else tuple(range(1, attention.shape[-1] + 1))
+    named = ", ".join(str(g) for g in grades)
     half = s // 2
     main = draw_boxes(blend(display, heat_image(region_map, centres, s), where=fov), boxes)
     levels = [Image.fromarray(blend(display, heat_image(attention[..., i], centres, s), where=fov)).resize((half, half))
@@ -90,10 +94,10 @@ def picture(display: np.ndarray, region_map: np.ndarray, attention: np.ndarray, 
     d = ImageDraw.Draw(canvas)
     d.text((4, 3), title, fill=(255, 255, 255))
     canvas.paste(main, (0, top))
-    d.text((s + 6, top + 2), f"boxes on the {map_name} map (levels 1-4), ranked 1..{len(patches)}",
+    d.text((s + 6, top + 2), f"boxes on the {map_name} map (levels {named}), ranked 1..{len(patches)}",
            fill=(230, 230, 230))
     y = top + s
-    d.text((4, y + 1), "attention of lesion levels " + ", ".join(str(i + 1) for i in range(len(levels))),
+    d.text((4, y + 1), f"attention of lesion levels {named}",
            fill=(230, 230, 230))
     for i, im in enumerate(levels):
         canvas.paste(im, (i * half, y + 14))

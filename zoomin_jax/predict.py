@@ -22,8 +22,8 @@ DIR receives:
   predictions.json  the same per photograph, plus every head's probabilities, the boxes in the prepared image's
                     pixels and the checkpoint step.
   pictures/<path>.png  per photograph (`overlay.picture`, as in the paper's figure): the photograph with the map
-                    the boxes were chosen on as heat and the ranked boxes, the attention of lesion levels 1-4, and
-                    the zoomed patches (`pictures=False` / `--nopictures`: none).
+                    the boxes were chosen on as heat and the ranked boxes, the attention of the lesion levels
+                    the boxes are chosen on, and the zoomed patches (`pictures=False` / `--nopictures`: none).
   report.html       one self-contained page over all of it (`report.py`): sorted by referable probability or
                     grade, filterable by grade, each photograph with its picture.
   unreadable.csv    path, reason, detail for each file that could not be used (corrupt, truncated, grayscale, no
@@ -246,7 +246,8 @@ def _painter(config: ml_collections.ConfigDict, folder: Path):
         title = (f"{record['path']}: grade {record['grade']} (p {max(p):.2f}); P(abnormal) {record['p_abnormal']:.2f}"
                  f", P(referable) {record['p_referable']:.2f}")
         im = overlay.picture(prep.display, chosen, attention, np.asarray(record["boxes_prepared"]), centres, title,
-                             m.regions.map, fov=fov_lib.rows_to_mask(prep.fov_rows, prep.display.shape[0]))
+                             m.regions.map, fov=fov_lib.rows_to_mask(prep.fov_rows, prep.display.shape[0]),
+                             levels=tuple(levels))
         path = folder / (record["path"] + ".png")
         path.parent.mkdir(parents=True, exist_ok=True)
         im.save(path)
