@@ -73,6 +73,12 @@ def cell_centres(side: int, stride: int, offset: float, low_res_size: int, image
     return tuple((Fraction(offset) + stride * i) * scale for i in range(side))
 
 
+def centre_arrays(centres: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(row centres, column centres) as float64 arrays, from `cell_centres`' Fractions (or floats)."""
+    rows, cols = (np.asarray([float(c) for c in cs]) for cs in centres)
+    return rows, cols
+
+
 def _corners(centres, image_size: int, patch_size: int) -> np.ndarray:
     # round_half_up(c - P / 2) = floor(c - P / 2 + 1 / 2), exact on Fractions, then shifted into the image.
     c0 = [math.floor(Fraction(c) - Fraction(patch_size - 1, 2)) for c in centres]
@@ -130,7 +136,7 @@ def allowed_cells(centres: tuple, image_size: int, disc_radius: float | None) ->
     """bool (h * w,), row-major: whether cell (i, j)'s high-res centre lies within `disc_radius` (a fraction of half
     the image side) of the image centre. `centres` as in `cell_boxes`; None allows every cell. Static (numpy), so it
     costs nothing in the compiled program."""
-    rows, cols = (np.asarray([float(c) for c in cs]) for cs in centres)
+    rows, cols = centre_arrays(centres)
     if disc_radius is None:
         return np.ones(len(rows) * len(cols), bool)
     half = image_size / 2.0
@@ -198,7 +204,7 @@ def select_boxes(
     if avoid is not None:
         if avoid.shape != (b, 2):
             raise ValueError(f"avoid must be ({b}, 2), got {avoid.shape}")
-        rows, cols = (np.asarray([float(c) for c in cs]) for cs in centres)
+        rows, cols = centre_arrays(centres)
         cy = jnp.asarray(np.repeat(rows, w))  # row-major cell order
         cx = jnp.asarray(np.tile(cols, h))
         p = lax.stop_gradient(avoid).astype(jnp.float32)
