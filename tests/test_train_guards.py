@@ -64,6 +64,8 @@ def test_progress_line_has_rate_images_per_second_and_eta(monkeypatch):
     ("mine.clusters", 0, r"mine.clusters=0 must be a positive integer"),
     ("model.regions.optic_disc_radius", 1.5, r"optic_disc_radius=1.5 must be 0 \(off\) or in \(0, 1\]"),
     ("model.regions.optic_disc_window", 0.0, r"optic_disc_window=0.0 must be in \(0, 0.5\]"),
+    ("data.cache_gb", -1.0, r"data.cache_gb=-1.0 must be >= 0"),
+    ("data.augment.brightness", 1.5, r"data.augment.brightness=1.5 must lie in \[0, 1\)"),
 ])
 def test_bad_batch_sizes_are_refused_before_the_workdir_is_touched(tmp_path, field, value, pattern):
     from tiny import tiny_config

@@ -27,7 +27,7 @@ from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
 from zoomin_jax.progress import MetricWriter, Progress
-from zoomin_jax.train_step import TrainState, make_optimizer, make_train_step, stages
+from zoomin_jax.train_step import STEP_KEYS, TrainState, make_optimizer, make_train_step, stages
 from zoomin_jax.validate import validate_config, validate_stages
 
 
@@ -210,5 +210,4 @@ def _train_stage(config, model, mesh, stage, variables, start, total, ckpt, trai
 def _global_batch(batch: dict, mesh, local_rows: int) -> dict:
     """This host's rows of a training batch as global arrays sharded on 'data'."""
     assert batch["image"].shape[0] == local_rows, (batch["image"].shape, local_rows)
-    keys = ("image", "label", "fov_rows") if "fov_rows" in batch else ("image", "label")
-    return sharding.to_global({k: batch[k] for k in keys}, mesh)
+    return sharding.to_global({k: batch[k] for k in STEP_KEYS if k in batch}, mesh)

@@ -15,8 +15,11 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from zoomin_jax import regions, sharding
+from zoomin_jax import photometric, regions, sharding
 from zoomin_jax.models.zoom_in import SUBNETWORKS, ZoomInNet
+
+# The host batch's fields the train step reads (train.py sends these to the devices; the others stay on the host).
+STEP_KEYS = ("image", "label", "photometric", "fov_rows")
 
 # Loss-weight key -> model output. "patch" grades each zoomed-in patch with its image's grade (B, N', K).
 HEAD_LOGITS = {"final": "logits", "mnet": "mnet_logits", "anet": "anet_logits", "patch": "patch_logits"}
@@ -112,8 +115,11 @@ def make_train_step(model: ZoomInNet, config: ml_collections.ConfigDict, stage: 
 
     def step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)
+        images = batch["image"]
+        if "photometric" in batch:  # brightness x contrast drawn by the host's augmentation, applied here
+            images = photometric.jitter(images, batch["photometric"])
         (loss, (losses, accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, batch["image"], batch["label"], rng, batch.get("fov_rows")
+            state.params, state.batch_stats, images, batch["label"], rng, batch.get("fov_rows")
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

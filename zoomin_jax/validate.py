@@ -71,6 +71,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
     if not 0.0 < r.optic_disc_window <= 0.5:
         problems.append(f"model.regions.optic_disc_window={r.optic_disc_window} must be in (0, 0.5], a fraction of "
                         "the low-res side")
+    if not config.data.cache_gb >= 0:
+        problems.append(f"data.cache_gb={config.data.cache_gb} must be >= 0 (GiB of decoded training images per "
+                        "process; 0: none)")
+    aug = config.data.augment
+    for field in ("brightness", "contrast", "scale"):
+        if not 0.0 <= aug[field] < 1.0:
+            problems.append(f"data.augment.{field}={aug[field]} must lie in [0, 1): factors are drawn from "
+                            f"[1 - {field}, 1 + {field}]")
     if r.map not in ("gated", "attention"):
         problems.append(f"model.regions.map={r.map!r} must be 'gated' or 'attention'")
     if r.reduce not in ("max", "per_level"):

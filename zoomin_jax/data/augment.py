@@ -18,16 +18,16 @@ the same convention as the stored lesion boxes (y0, x0, y1, x1), end exclusive (
 transformed by mapping its 4 corners, taking the enclosing axis-aligned box (floor/ceil), clipping it to the image and
 dropping it if nothing of it is left inside.
 
-Photometric: brightness (a factor on all channels) and contrast (scaling around the mean of the eye disc) are one
-per-intensity map, applied with a 256-entry lookup table per channel (`cv2.LUT`); near-black pixels (the
-background outside the disc) are only scaled by brightness, so the background stays black.
+Photometric: brightness (a factor on all channels) and contrast (scaling around the mean of the eye disc) are drawn
+here and applied on the device, inside the train step (`zoomin_jax.photometric`): the example carries its two factors,
+not changed pixels (the lookup over every pixel was a third of the host's work per example).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -37,10 +37,6 @@ from zoomin_jax.data import fov as fov_lib
 cv2.setNumThreads(1)  # see the module docstring
 
 TTA_VARIANTS = ("identity", "flip_lr", "flip_ud", "rot90", "rot180", "rot270")
-
-# Pixels whose every channel is at or below this are background (the black outside the eye disc, JPEG noise
-# included): excluded from the contrast mean and kept black by the contrast change.
-_BLACK = 12
 
 
 def affine_matrix(size: int, angle_deg: float = 0.0, scale: float = 1.0, flip_lr: bool = False,
@@ -122,50 +118,21 @@ def transform_boxes(boxes: np.ndarray, matrix: np.ndarray, size: int) -> tuple[n
     return out[keep].astype(np.int32), keep
 
 
-def photometric_lut(brightness: float, contrast: float, mean: np.ndarray) -> np.ndarray:
-    """Per-channel lookup table of brightness x contrast: v -> clip(((v - m) * contrast + m) * brightness).
+class Augmented(NamedTuple):
+    """One augmented example (`random_augment`)."""
 
-    Args:
-      brightness: multiplicative factor (1 = unchanged).
-      contrast: factor on the distance from the mean (1 = unchanged).
-      mean: (3,) per-channel mean of the eye disc.
-
-    Returns:
-      uint8 (256, 3); entries at or below the background level are only scaled by brightness.
-    """
-    v = np.arange(256, dtype=np.float64)[:, None]
-    out = ((v - mean[None]) * contrast + mean[None]) * brightness
-    out[: _BLACK + 1] = v[: _BLACK + 1] * brightness
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def apply_photometric(image: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
-    """Brightness and contrast jitter of a uint8 (H, W, 3) image (see `photometric_lut`)."""
-    return _apply_lut(image, photometric_lut(brightness, contrast, disc_mean(image)))
-
-
-def _apply_lut(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """out[..., c] = lut[image[..., c], c] for a uint8 (H, W, 3) image and a uint8 (256, 3) table; an (H, W, 4)
-    image keeps its fourth channel (identity)."""
-    channels = image.shape[-1]
-    if channels > lut.shape[1]:
-        identity = np.repeat(np.arange(256, dtype=np.uint8)[:, None], channels - lut.shape[1], axis=1)
-        lut = np.concatenate([lut, identity], axis=1)
-    return cv2.LUT(np.ascontiguousarray(image), np.ascontiguousarray(lut.reshape(256, 1, channels)))
-
-
-def disc_mean(image: np.ndarray) -> np.ndarray:
-    """Per-channel mean of the non-background pixels of a uint8 (H, W, 3) image (on a 1/8 subsample)."""
-    sub = image[::8, ::8].reshape(-1, 3)
-    disc = sub[sub.max(-1) > _BLACK]
-    return disc.mean(0) if len(disc) else np.full(3, 128.0)
+    image: np.ndarray  # uint8 (S, S, 3), geometrically transformed
+    boxes: np.ndarray  # int32 (M, 4) the lesion boxes still on the image
+    kinds: np.ndarray  # (M,) their kinds
+    photometric: np.ndarray  # float32 (2,) (brightness, contrast), applied in the train step
+    fov_rows: np.ndarray | None  # int32 (S, 2) the moved field of view, when one was given
 
 
 def random_augment(
     image: np.ndarray, boxes: np.ndarray, kinds: np.ndarray, rng: np.random.Generator, flags: Mapping[str, Any],
     fov_rows: np.ndarray | None = None,
-) -> tuple[np.ndarray, ...]:
-    """One random training augmentation of an example.
+) -> Augmented:
+    """One random training augmentation of an example: the geometry applied, the photometric factors drawn.
 
     The random draws always happen in the same order, whatever the flags, so turning one augmentation off does not
     change the others.
@@ -176,12 +143,13 @@ def random_augment(
       kinds: int (N,) lesion kinds.
       rng: the example's generator.
       flags: `config.data.augment`: rotate (bool, uniform angle in [0, 360)), flip (bool, each axis with
-        probability 1/2), scale (zoom in [1 - scale, 1 + scale]), brightness, contrast (factors in [1 - x, 1 + x]).
+        probability 1/2), scale (zoom in [1 - scale, 1 + scale]), brightness, contrast (factors in [1 - x, 1 + x],
+        returned, not applied: the train step applies them, `zoomin_jax.photometric`).
       fov_rows: optional int (S, 2) field of view of `image` (`zoomin_jax.data.fov`), moved with the image.
 
     Returns:
-      (image, boxes, kinds): the augmented uint8 image, and the boxes still on the image with their kinds;
-      with `fov_rows`, (image, boxes, kinds, fov_rows) with the field of view of the augmented image (int32).
+      `Augmented`: the transformed uint8 image, the boxes still on the image with their kinds, the (brightness,
+      contrast) factors, and with `fov_rows` the field of view of the transformed image (else None).
     """
     size = image.shape[0]
     u = rng.random(6)
@@ -191,17 +159,13 @@ def random_augment(
     s = float(flags.get("scale", 0.0))
     scale = 1.0 + s * (2.0 * u[3] - 1.0)
     b = float(flags.get("brightness", 0.0))
-    brightness = 1.0 + b * (2.0 * u[4] - 1.0)
     c = float(flags.get("contrast", 0.0))
-    contrast = 1.0 + c * (2.0 * u[5] - 1.0)
+    factors = np.array([1.0 + b * (2.0 * u[4] - 1.0), 1.0 + c * (2.0 * u[5] - 1.0)], np.float32)
 
     matrix = affine_matrix(size, angle, scale, flip_lr, flip_ud)
-    # The contrast mean is taken before the warp: rotation and a small zoom barely change the disc's mean colour.
-    mean = disc_mean(image) if contrast != 1.0 else np.zeros(3)
     warp = not (angle == 0.0 and scale == 1.0)
-    photometric = brightness != 1.0 or contrast != 1.0
-    # OpenCV's 4-channel warp and lookup are 2-3x faster than its 3-channel ones and give the same values per
-    # channel (tested): RGB -> RGBA -> warp, lookup -> RGB costs two cheap conversions and halves the augmentation.
+    # OpenCV's 4-channel warp is about twice as fast as its 3-channel one and gives the same values per channel
+    # (tested): RGB -> RGBA -> warp -> RGB costs two cheap conversions and halves the warp.
     rgba = warp and image.ndim == 3 and image.shape[-1] == 3
     if rgba:
         image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2RGBA)
@@ -210,21 +174,19 @@ def random_augment(
             image = cv2.flip(np.ascontiguousarray(image), -1 if flip_lr and flip_ud else (1 if flip_lr else 0))
     else:
         image = warp_image(image, matrix)
-    if photometric:
-        image = _apply_lut(image, photometric_lut(brightness, contrast, mean))
     if rgba:
         image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
     boxes, keep = transform_boxes(boxes, matrix, size)
     kinds = np.asarray(kinds).reshape(-1)[keep]
     if fov_rows is None:
-        return np.asarray(image), boxes, kinds
+        return Augmented(np.asarray(image), boxes, kinds, factors, None)
     mask = fov_lib.rows_to_mask(fov_rows, size).astype(np.uint8) * 255
-    if angle == 0.0 and scale == 1.0:
+    if not warp:
         if flip_lr or flip_ud:
             mask = cv2.flip(mask, -1 if flip_lr and flip_ud else (1 if flip_lr else 0))
     else:
         mask = warp_image(mask, matrix)  # bilinear: a pixel is in where more than half of it was
-    return np.asarray(image), boxes, kinds, fov_lib.mask_to_rows(mask > 127)
+    return Augmented(np.asarray(image), boxes, kinds, factors, fov_lib.mask_to_rows(mask > 127))
 
 
 def _tta_ops(name: str) -> tuple[bool, int]:
