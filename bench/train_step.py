@@ -13,6 +13,7 @@ by the rows each device computes. `--xla_cpu_flags=none` measures without the co
 """
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -31,6 +32,10 @@ flags.DEFINE_integer("steps", 5, "Timed steps after the first (compiling) one.")
 flags.DEFINE_enum("xla_cpu_flags", "config", ["config", "none"], "Use the config's CPU XLA flags or none.")
 flags.DEFINE_bool("input_wait", False, "Also measure the share of time the steps wait on the real input pipeline "
                   "(needs the prepared dataset, tfds and grain).")
+flags.DEFINE_float("input_warmup_epochs", 3.0, "With --input_wait: epochs of batches drawn (no step) before the "
+                   "steady-state measurement, so the decoded-image cache is as full as for most of a run.")
+flags.DEFINE_integer("input_rounds", 20, "With --input_wait: alternated rounds of fixed-batch and pipeline runs "
+                     "of --steps steps each.")
 flags.DEFINE_bool("selection", False, "Also time the region selection and crops alone: their share of the step.")
 flags.DEFINE_bool("json", False, "Also print the figures as one JSON line (bench/compare.py reads it).")
 flags.DEFINE_integer("num_train", 35126, "Training examples assumed for stages given in epochs (EyePACS' train).")
@@ -69,8 +74,10 @@ def main(argv):
     step = train.make_train_step(model, config, stage, tx, mesh, state_sharding)
     s, b = config.model.image_size, config.batch_size
     rng = np.random.default_rng(0)
+    # As the trainer's batches: the host's (brightness, contrast) factors ride along and the step applies them.
     batch = sharding.to_global({"image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-                                "label": rng.integers(0, 5, (b,)).astype(np.int32)}, mesh)
+                                "label": rng.integers(0, 5, (b,)).astype(np.int32),
+                                "photometric": rng.uniform(0.9, 1.1, (b, 2)).astype(np.float32)}, mesh)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     t_compile = time.perf_counter() - t0
@@ -101,7 +108,7 @@ def main(argv):
     print(f"XLA cost analysis: {flops / per_device_rows / 1e9:.4g} GFLOP per image per train step "
           f"({flops / 1e12:.4g} TFLOP per device per step, {per_device_rows} rows per device)")
     if FLAGS.input_wait:
-        input_wait(compiled, state, batch, config, mesh, max(FLAGS.steps, 20))
+        input_wait(compiled, state, batch, config, mesh, max(FLAGS.steps, 10))
     peak_tflops = bf16_peak_tflops(dev.device_kind)
     mfu = flops / dt / (peak_tflops * 1e12) if peak_tflops else None
     print(f"MFU {mfu:.1%} of the {dev.device_kind}'s dense bf16 peak {peak_tflops:g} TFLOP/s" if mfu is not None
@@ -124,39 +131,71 @@ def main(argv):
 
 
 def input_wait(compiled, state, batch, config, mesh, steps: int) -> None:
-    """How long the steps wait on the input pipeline: `steps` steps fed one fixed in-memory batch, then `steps` steps
-    fed by the real pipeline (decode, augment, balanced sampling: `input_pipeline.train_iterator`), one batch per
-    step, dispatched as the trainer dispatches them (asynchronously, metrics fetched every `log_every` steps). The
-    wait is the real run's extra time over the fixed one, as a share of the real run; on a CPU it includes the cores
-    the input work takes from the step itself. (Time blocked in `next()` is no measure of it: with asynchronous
-    dispatch the loop runs ahead and blocks there while the device is still busy.)"""
+    """How long the steps wait on the input pipeline. Rounds of `steps` steps fed one fixed in-memory batch, each
+    followed by `steps` steps fed by the real pipeline (decode, augment, balanced sampling:
+    `input_pipeline.train_iterator`), one batch per step, dispatched as the trainer dispatches them (asynchronously,
+    metrics fetched every `log_every` steps), after `--input_warmup_epochs` epochs of batches (the decoded-image
+    cache filled, as for most of a run); one more round from the pipeline's start (cold cache). The wait is the
+    real runs' extra time over the fixed runs, as a share of the real runs, summed over the rounds (this machine's
+    step time moves by 10% from run to run, so single runs mislead; the standard error of the rounds' mean is
+    printed). On a CPU the wait is the cores the input work takes from the step itself, so the CPU share is printed
+    too: the pipeline's CPU per batch alone over that plus the step's. (Time blocked in `next()` is no measure of it:
+    with asynchronous dispatch the loop runs ahead and blocks there while the device is still busy.)"""
     import jax
 
     from zoomin_jax import sharding
     from zoomin_jax.data import input_pipeline
 
+    def to_global(host):
+        return sharding.to_global({k: host[k] for k in batch}, mesh)  # the fields the step was compiled for
+
     def real_batch():
-        host = next(it)  # one batch per step, as the trainer takes it
-        return sharding.to_global({k: host[k] for k in ("image", "label")}, mesh)
+        return to_global(next(it))  # one batch per step, as the trainer takes it
 
     def run(next_batch):
+        """(wall seconds, process CPU seconds) of `steps` steps."""
         nonlocal state
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for k in range(steps):
             state, m = compiled(state, next_batch())
             if (k + 1) % config.log_every == 0:
                 jax.device_get(m)
         jax.block_until_ready(m)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     it = input_pipeline.train_iterator(config)
-    warm = next(it)  # the pipeline's start-up (opening the split, sampler) is not a per-step cost
-    fixed = run(lambda: batch)
-    real = run(real_batch)
-    del warm
-    print(f"input wait: {steps} steps fed by the pipeline {real:.2f} s, fed one in-memory batch {fixed:.2f} s: the "
-          f"steps wait on data {max(real - fixed, 0) / real:.1%} of the time ({config.data.num_workers} workers, "
-          f"{config.data.read_threads} read threads, prefetch {config.data.prefetch})")
+    next(it)  # the pipeline's start-up (opening the split, sampler) is not a per-step cost
+    first_fixed, _ = run(lambda: batch)
+    cold, _ = run(real_batch)
+    # Then as for most of a run: after the first epochs, the decoded-image cache (data.cache_gb) holds the split.
+    warm_batches = math.ceil(FLAGS.input_warmup_epochs * input_pipeline.num_train_examples(config) / config.batch_size)
+    t0 = time.perf_counter()
+    for _ in range(warm_batches):
+        next(it)
+    t_warm = time.perf_counter() - t0
+    c0 = time.process_time()
+    for _ in range(steps):  # the pipeline alone, no step running: its CPU per batch
+        next(it)
+    host_cpu = (time.process_time() - c0) / steps
+    fixed, real, step_cpu = [], [], []
+    for _ in range(FLAGS.input_rounds):  # alternated and paired: the machine's background load moves every run
+        wall, cpu = run(lambda: batch)
+        fixed.append(wall)
+        step_cpu.append(cpu / steps)
+        real.append(run(real_batch)[0])
+    wait = max(sum(real) - sum(fixed), 0.0) / sum(real)
+    pairs = [(r - f) / r for f, r in zip(fixed, real, strict=True)]
+    stderr = statistics.stdev(pairs) / math.sqrt(len(pairs)) if len(pairs) > 1 else float("nan")
+    share = host_cpu / (host_cpu + statistics.median(step_cpu))
+    setting = (f"{config.data.num_workers} workers, {config.data.read_threads} read threads, prefetch "
+               f"{config.data.prefetch}, cache_gb {config.data.cache_gb}")
+    print(f"input wait ({setting}): {FLAGS.input_rounds} rounds of {steps} steps fed one in-memory batch, each "
+          f"followed by {steps} fed by the pipeline (after {warm_batches} batches, {FLAGS.input_warmup_epochs:g} "
+          f"epochs, {t_warm:.0f} s): the steps wait on data {wait:.1%} of the time (+-{stderr:.1%} standard error "
+          f"of the rounds' mean; {sum(fixed) / len(fixed) / steps * 1000:.0f} ms vs "
+          f"{sum(real) / len(real) / steps * 1000:.0f} ms per step); from the pipeline's start (cold cache, one "
+          f"round) {max(cold - first_fixed, 0) / cold:.1%}. CPU: the pipeline alone {host_cpu * 1000:.1f} ms per "
+          f"batch, the step {statistics.median(step_cpu) * 1000:.0f} ms: the input's share {share:.1%}")
 
 
 def selection_seconds(model, config, rows: int, steps: int) -> float:
