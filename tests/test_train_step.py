@@ -54,10 +54,14 @@ def test_joint_step_lowers_the_loss_on_a_fixed_batch(batch):
     assert int(state.step) == 12
 
 
-def test_sharded_step_equals_single_device_step(batch):
+def test_sharded_step_equals_single_device_step_and_applies_the_photometric_factors(batch):
     """Stage mnet (M-Net's loss only: XLA drops A-Net's and C-Net's work, so both programs compile in a third of
     the joint step's time); the sharded zoom-in forward itself is compared with one device in tests/test_model.py,
-    and two processes with one in tests/test_multiprocess.py."""
+    and two processes with one in tests/test_multiprocess.py. The batch carries the host's (brightness, contrast)
+    factors as the trainer's do; then, on the same compiled step: brightness 1.2 on image X must train exactly as
+    brightness 1 on the image rint(1.2 X) made by hand (contrast 1; X in 20..200, so no pixel is background or
+    clipped, and 1.2 v is never within 0.1 of a rounding tie), and differently from brightness 1 on X."""
+    batch = {**batch, "photometric": np.random.default_rng(1).uniform(0.9, 1.1, (8, 2)).astype(np.float32)}
     c = tiny_config()
     # SGD: updates are linear in the gradients, so float reassociation across 8 devices stays float-sized
     # (Adam's normalisation turns a near-zero gradient's rounding into a full-size update of either sign).
@@ -78,6 +82,24 @@ def test_sharded_step_equals_single_device_step(batch):
     for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(s8.batch_stats)),
                     jax.tree_util.tree_leaves(jax.device_get(s1.batch_stats)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+    start = jax.device_get(s1)
+    x = np.random.default_rng(2).integers(20, 201, batch["image"].shape, dtype=np.uint8)
+    by_hand = np.rint(x.astype(np.float64) * 1.2).astype(np.uint8)
+    ones = np.ones((8, 2), np.float32)
+
+    def one_step(image, factors):
+        state = jax.device_put(start, sharding.replicated(mesh1))
+        new, m = step1(state, sharding.to_global({"image": image, "label": batch["label"], "photometric": factors},
+                                                 mesh1))
+        return float(m["loss"]), jax.device_get(new.params)
+
+    brighter, params = one_step(x, np.tile(np.float32([1.2, 1.0]), (8, 1)))
+    hand, hand_params = one_step(by_hand, ones)
+    plain, _ = one_step(x, ones)
+    assert brighter == hand and brighter != plain, (brighter, hand, plain)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(hand_params), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("stage,trained", [("anet", {"anet"}), ("cnet", {"cnet", "patch_head", "fusion_head"}),
