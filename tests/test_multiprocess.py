@@ -154,9 +154,13 @@ def test_two_processes_train_the_same_parameters_as_one(runs):
     assert step_1 == step_2 == STEPS
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params_1)]
     leaves_1, leaves_2 = jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_2)
-    # Float reassociation of the cross-process sums (BatchNorm statistics, gradients) only: measured max 2.3e-6.
+    # Float reassociation of the cross-process sums (BatchNorm statistics, gradients) only: measured max 2.3e-6
+    # with brightness and contrast on the host; since they are applied in the step, 1.6e-5 and 6.2e-5 in two runs
+    # (the stem's kernel; cause not pinned down: the rounding in photometric.jitter can flip a pixel by one level
+    # when its inputs differ in the last bit). Still 7x under what the steps since the preempted run's checkpoint
+    # move (below), which is what tells a resumed run from another one.
     for path, a, b in zip(paths, leaves_1, leaves_2, strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=path)
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-4, err_msg=path)
     # ... while the steps since the preempted run's checkpoint moved them far more (1.5e-3 over 5 steps): other
     # examples, or the same in another order, would not match.
     differ = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves_1, leaves_2, strict=True))
