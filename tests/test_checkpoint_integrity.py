@@ -81,8 +81,11 @@ def _write_random_bytes(path: str, n: int = 4096) -> None:
 
 def _restored_values(ckpt, k_expected):
     model, _ = _tree(k_expected)
+    step, variables, _ = ckpt.restore_newest_good(_target(model))
     it = _iterator()
-    step, variables = ckpt.restore_newest_good(_target(model), data_iterator=it)
+    state, reason = ckpt.saved_position(step)
+    assert reason is None, reason
+    it.set_state(state)
     return step, variables, next(it)
 
 
@@ -149,18 +152,82 @@ def _garble_data_json(step_dir):
 
 
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # Orbax's abandoned reads: quiet
-@pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "no-manifest"])
 @pytest.mark.parametrize("damage", [_truncate, _delete, _garble_data_json])
-def test_truncated_deleted_or_garbled_latest_falls_back_in_one_line(two_steps, capsys, damage, with_manifest):
-    """With a manifest the damage is named by file; without one (an older run) Orbax's exception is caught and
-    turned into the same fallback."""
+def test_truncated_deleted_or_garbled_latest_falls_back_in_one_line(two_steps, capsys, damage):
+    """The manifest proves the damage and names the file: the step is moved aside, training falls back."""
     workdir, step_dir = two_steps
-    if not with_manifest:
-        os.remove(os.path.join(step_dir, checkpoint.MANIFEST))
     rel = damage(step_dir)
-    line = _assert_fell_back_to_10(workdir, capsys, [rel] if with_manifest else ["restore failed"])
+    line = _assert_fell_back_to_10(workdir, capsys, [rel])
     assert "Traceback" not in line and len(line) < 600
     gc.collect()  # the failed restore's abandoned coroutines report (or not) now, inside this test
+
+
+def _assert_stopped_moving_nothing(workdir, model, words):
+    ckpt = checkpoint.Checkpointer(str(workdir))
+    with pytest.raises(checkpoint.RestoreFailed) as e:
+        ckpt.restore_newest_good(_target(model))
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 600 and msg.startswith("restoring checkpoint step 20 failed (")
+    for w in words + ["nothing was moved", "re-run the same command", os.path.join(ckpt.directory, "20")]:
+        assert w in msg, (w, msg)
+    assert ckpt.all_steps() == [10, 20] and not os.path.exists(os.path.join(workdir, "checkpoints_broken"))
+    ckpt.close()
+    return msg
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("damage", [_truncate, _delete])
+def test_without_a_manifest_a_failed_restore_stops_and_moves_nothing(two_steps, damage):
+    """An older step without a manifest: its bytes cannot be checked, so Orbax's error proves no damage."""
+    workdir, step_dir = two_steps
+    os.remove(os.path.join(step_dir, checkpoint.MANIFEST))
+    damage(step_dir)
+    model, _ = _tree(20)
+    _assert_stopped_moving_nothing(workdir, model, ["reading its arrays: "])
+    gc.collect()
+
+
+def test_a_storage_or_memory_error_while_restoring_stops_and_moves_nothing(two_steps, monkeypatch):
+    """Intact files that cannot be read now (an I/O error while hashing them; an out-of-memory while reading the
+    arrays): the run stops naming the cause, both steps stay, and once the cause has passed the newest restores."""
+    import orbax.checkpoint as ocp
+
+    workdir, _ = two_steps
+    model, _ = _tree(20)
+    real_sha = checkpoint._sha256
+
+    def eio(_):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint, "_sha256", eio)
+    _assert_stopped_moving_nothing(workdir, model, ["reading its files: ", "Input/output error"])
+    monkeypatch.setattr(checkpoint, "_sha256", real_sha)
+
+    def oom(*_, **__):
+        raise MemoryError("out of memory allocating 1.3 GB")
+
+    monkeypatch.setattr(ocp.StandardCheckpointHandler, "restore", oom)
+    _assert_stopped_moving_nothing(workdir, model, ["reading its arrays: ", "out of memory allocating 1.3 GB"])
+    monkeypatch.undo()
+    step, variables, _ = checkpoint.Checkpointer(str(workdir)).restore_newest_good(_target(model))
+    assert step == 20 and float(variables["params"]["b"][0]) == 20.0
+
+
+def test_a_garbled_data_position_without_a_manifest_keeps_the_step(two_steps):
+    """The data position is not the model: unreadable, it is reported for the caller to derive; the step's model
+    and optimiser are used and nothing is moved."""
+    workdir, step_dir = two_steps
+    os.remove(os.path.join(step_dir, checkpoint.MANIFEST))
+    _garble_data_json(step_dir)
+    model, opt = _tree(20)
+    ckpt = checkpoint.Checkpointer(str(workdir))
+    step, variables, opt_state = ckpt.restore_newest_good(_target(model), lambda s: _target(opt))
+    assert step == 20 and float(variables["params"]["b"][0]) == 20.0 and int(opt_state["step"]) == 20
+    np.testing.assert_array_equal(np.asarray(opt_state["opt_state"]["mu"]), np.asarray(opt["opt_state"]["mu"]))
+    state, reason = ckpt.saved_position(step)
+    assert state is None and reason.startswith("unreadable: ")
+    assert ckpt.saved_position(10) == ({"next_index": 10}, None)  # what grain saved at step 10
+    assert ckpt.all_steps() == [10, 20] and not os.path.exists(os.path.join(workdir, "checkpoints_broken"))
 
 
 def test_non_finite_values_are_refused_even_with_a_valid_manifest(tmp_path, capsys):
@@ -174,7 +241,7 @@ def test_non_finite_values_are_refused_even_with_a_valid_manifest(tmp_path, caps
     with pytest.raises(checkpoint.BrokenCheckpoint, match=r"step 20 is broken \(1 non-finite values.*'b'"):
         ckpt.restore(20, _target(model))
     ckpt.close()
-    step, variables = checkpoint.Checkpointer(str(tmp_path)).restore_newest_good(_target(model))
+    step, variables, _ = checkpoint.Checkpointer(str(tmp_path)).restore_newest_good(_target(model))
     assert step == 10 and np.isfinite(np.asarray(variables["params"]["b"])).all()
     assert "checkpoint step 20 is broken (1 non-finite values" in capsys.readouterr().out
 

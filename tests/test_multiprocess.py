@@ -4,8 +4,11 @@ process with 8 devices, all through `python -m zoomin_jax.main` on the tiny conf
 (a) the same training steps give the same parameters as one process with the same global batch (SGD, so that a
     float-sized difference cannot be amplified by Adam's normalisation of near-zero gradients);
 (b) SIGTERM to both processes mid-run: both stop at the same step (JAX's preemption sync point), save it, exit 75;
-    running both again resumes there and finishes;
-(c) a two-process evaluation writes the same predictions CSV, row for row, as one process.
+    one process (8 devices) resumes there, deriving the data position (the one saved by two processes does not
+    fit), and finishes with the parameters of (a);
+(c) a two-process evaluation writes the same predictions CSV, row for row, as one process;
+(d) a fault seen by one process only (no file locks on process 0; an I/O error reading the checkpoint on process
+    1, made by tests/fault_shim.py): both processes stop, exit 1, with the same line; nothing is moved.
 
 One tiny dataset is prepared here (12 validation photographs: with an eval batch of 8 the evaluation has two steps
 and padding, which two processes lay out differently from one). The runs overlap, so both cores stay busy, and all
@@ -49,9 +52,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(data_dir, workdir, log, devices, extra=(), process_id=None, port=None):
-    cmd = [sys.executable, "-m", "zoomin_jax.main", *OVERRIDES, f"--config.data.data_dir={data_dir}",
-           f"--workdir={workdir}", *extra]
+def _start(data_dir, workdir, log, devices, extra=(), process_id=None, port=None, fault=None):
+    main = ["-m", "zoomin_jax.main"] if fault is None else [os.path.join(ROOT, "tests", "fault_shim.py"), fault]
+    cmd = [sys.executable, *main, *OVERRIDES, f"--config.data.data_dir={data_dir}", f"--workdir={workdir}", *extra]
     if process_id is not None:
         cmd += ["--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                 f"--process_id={process_id}"]
@@ -60,9 +63,9 @@ def _start(data_dir, workdir, log, devices, extra=(), process_id=None, port=None
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
-def _two(data_dir, workdir, logs, extra=()):
+def _two(data_dir, workdir, logs, extra=(), faults=(None, None)):
     port = _free_port()
-    return [_start(data_dir, workdir, logs[i], 4, extra, process_id=i, port=port) for i in range(2)]
+    return [_start(data_dir, workdir, logs[i], 4, extra, process_id=i, port=port, fault=faults[i]) for i in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +79,18 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multiprocess")
     data_dir = tmp / "tfds"
     datasets.open_builder(_config(data_dir))  # prepared once, here: the subprocesses only read it
-    one, two = tmp / "one", tmp / "two"
-    log = {name: [tmp / f"{name}{i}.log" for i in range(2)] for name in ("one", "first", "again", "eval")}
+    one, two, locked = tmp / "one", tmp / "two", tmp / "locked"
+    log = {name: [tmp / f"{name}{i}.log" for i in range(2)]
+           for name in ("one", "first", "again", "eval", "no_locks", "restore_eio")}
     out, start = {"data_dir": data_dir, "one": one, "two": two, "log": log}, time.monotonic()
     running = {"one": [_start(data_dir, one, log["one"][0], 8)], "first": _two(data_dir, two, log["first"])}
     then = {"one": ("eval", lambda: _two(data_dir, one, log["eval"], extra=["--mode=eval"])),
-            "first": ("again", lambda: _two(data_dir, two, log["again"]))}
+            # the preempted pair's run finished by one process with 8 devices: the data position saved by two
+            # processes does not fit, the step's is derived
+            "first": ("again", lambda: [_start(data_dir, two, log["again"][0], 8)]),
+            # faults seen by one process of a pair only: every process must stop, with the same line
+            "eval": ("no_locks", lambda: _two(data_dir, locked, log["no_locks"], faults=("no_locks", None))),
+            "again": ("restore_eio", lambda: _two(data_dir, two, log["restore_eio"], faults=(None, "restore_eio")))}
     sigterm_sent = False
     try:
         while running:
@@ -139,9 +148,13 @@ def test_sigterm_stops_both_processes_at_the_same_saved_step_and_the_rerun_finis
     step = int(saved[0][0].split("step ")[1].split(" ")[0])
     assert 1 <= step <= STEPS
     assert "Preemption: jax preemption sync manager" in first[0]  # not a per-process flag
-    again = [_text(x) for x in runs["log"]["again"]]
-    assert runs["rc_again"] == [0, 0], [t[-3000:] for t in again]
-    assert all(f"Resuming from {runs['two'] / 'checkpoints'} step {step}" in t for t in again)
+    again = _text(runs["log"]["again"][0])  # one process
+    assert runs["rc_again"] == [0], again[-3000:]
+    assert f"Resuming from {runs['two'] / 'checkpoints'} step {step}" in again
+    said = [line for line in again.splitlines() if line.startswith("data position")]
+    assert said == [f"data position saved with step {step} not used: saved by 2 process(es), this run has 1; "
+                    f"continuing from the position step {step} implies (the same batches)"], again[-3000:]
+    assert "broken" not in again and not (runs["two"] / "checkpoints_broken").exists()
     rows = [json.loads(x) for x in open(runs["two"] / "metrics.jsonl")]
     assert sorted(r["step"] for r in rows if r["kind"] == "train") == list(range(1, STEPS + 1))
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [STEPS]
@@ -185,3 +198,28 @@ def test_two_process_evaluation_writes_the_one_process_predictions_row_for_row(r
     assert len(one) == len(two) == 12
     for r1, r2 in zip(one, two, strict=True):
         assert {k: r1[k] for k in common} == {k: r2[k] for k in common}
+
+
+def _last_lines(name, runs):
+    """Each process's last line of output (main's one-line message comes last)."""
+    return [_text(x).strip().splitlines()[-1] for x in runs["log"][name]]
+
+
+def test_no_file_locks_on_process_0_stops_both_processes_with_its_line(runs):
+    assert runs["rc_no_locks"] == [1, 1], [_text(x)[-2000:] for x in runs["log"]["no_locks"]]
+    lines = _last_lines("no_locks", runs)
+    assert lines[0] == lines[1], lines
+    assert lines[0].startswith(f"zoomin_jax: cannot lock {runs['data_dir'].parent / 'locked' / 'run.lock'} (No locks "
+                               "available): ") and "--workdir" in lines[0], lines
+    assert not (runs["data_dir"].parent / "locked" / "checkpoints").exists()  # stopped before any checkpoint
+
+
+def test_a_restore_that_fails_on_one_process_stops_both_with_the_same_line_moving_nothing(runs):
+    assert runs["rc_restore_eio"] == [1, 1], [_text(x)[-2000:] for x in runs["log"]["restore_eio"]]
+    lines = _last_lines("restore_eio", runs)
+    assert lines[0] == lines[1], lines
+    assert lines[0].startswith(f"zoomin_jax: restoring checkpoint step {STEPS} failed (reading its arrays on process "
+                               "1: [Errno 5] Input/output error); nothing was moved."), lines
+    assert not any("Traceback" in _text(x) for x in runs["log"]["restore_eio"])
+    assert not (runs["two"] / "checkpoints_broken").exists()
+    assert str(STEPS) in os.listdir(runs["two"] / "checkpoints")

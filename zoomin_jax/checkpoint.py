@@ -10,16 +10,24 @@ Integrity: no broken checkpoint is ever used silently.
   The lead writes it after every process has finished writing and before Orbax renames the temporary folder to
   the step, so a committed step always has its manifest (a kill -9 in between leaves only a temporary folder).
   Orbax's own commit files (`_CHECKPOINT_METADATA`, rewritten at commit, and `commit_success.txt`) are left out.
-- `restore` checks the files against the manifest first, turns any exception from Orbax into one readable reason,
-  and refuses a restore with a non-finite floating-point value (the manifest records that rule; a NaN never
-  reaches a checkpoint on purpose: training stops before saving one). Each failure is a `BrokenCheckpoint`.
+- `restore` checks the files against the manifest first and refuses a restore with a non-finite floating-point
+  value (the manifest records that rule; a NaN never reaches a checkpoint on purpose: training stops before saving
+  one). Those are the only proofs of damage: `BrokenCheckpoint`.
+- Any other failure (an I/O error while reading, an out-of-memory, a library's error, an optimiser state of another
+  shape) proves nothing about the files: `RestoreFailed`, one line with the cause; nothing is moved, the run stops,
+  and re-running once the cause has passed resumes from the same step.
 - A step whose saved array shapes differ from the target's (Orbax's metadata) is not broken but from another
   config: `CheckpointMismatch` stops the run, nothing moved.
 - A step without a manifest (written before this check existed, or by a storage whose commit does not rename)
-  is accepted only if it restores without an exception and is finite; its bytes cannot be checked.
-- Training resumes from the newest good step (`restore_newest_good`); each broken newer one is reported in one
-  line and moved to `<workdir>/checkpoints_broken/<step>-<reason>` (kept for forensics, out of Orbax's sight, so
-  a later save of the same step works). `--mode=eval` refuses a broken step, naming the newest intact one.
+  cannot be proven damaged: it is used if it restores without an exception and is finite, else the run stops.
+- Training resumes from the newest good step (`restore_newest_good`); each newer step with proven damage is
+  reported in one line and moved to `<workdir>/checkpoints_broken/<step>-<reason>` (kept for forensics, out of
+  Orbax's sight, so a later save of the same step works). `--mode=eval` refuses a broken step, naming the newest
+  intact one.
+- The data-iterator position is not the model: `saved_position` reads it and never raises; the trainer uses it
+  only where it fits the current pipeline (`data/position.py`), else continues from the position the step implies.
+- Multi-process runs: every check and read is followed by an agreement (`agree.py`) before anything collective, so
+  a fault on one host (an unreadable file, a failed read, a failed move) stops every process with the same line.
 
 Storage: before each save the free space is checked against the saved arrays' uncompressed size plus a margin;
 a save that fails has its temporary folder removed and stops the run with one line (`paths.StorageError`), the
@@ -35,7 +43,8 @@ import os
 import re
 import shutil
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import grain
 import jax
@@ -45,7 +54,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from zoomin_jax import paths
+from zoomin_jax import agree, paths
 
 
 def _write_replicated_arrays_once() -> None:
@@ -86,11 +95,52 @@ class BrokenCheckpoint(Exception):
         super().__init__(f"checkpoint step {step} is broken ({reason})" + (f"; {fix}" if fix else ""))
         self.step = step
         self.reason = reason
+        self.fix = fix
 
 
 class CheckpointMismatch(Exception):
     """A checkpoint whose files are fine but hold a different model than the config's (a changed config on an old
     workdir): nothing is moved or used; one line, exit status 1 from main.py."""
+
+
+class RestoreFailed(Exception):
+    """Restoring a checkpoint failed without proof of damage (a storage or memory fault, a library's error, an
+    optimiser state of another config): nothing is moved and nothing is used; `str()` is one line with the cause and
+    the way out, main.py prints it and exits with status 1."""
+
+    def __init__(self, step: int, reason: str, step_dir: Any):
+        super().__init__(
+            f"restoring checkpoint step {step} failed ({reason}); nothing was moved. If the cause has passed (storage, "
+            f"memory), re-run the same command; to use an older step instead, move {step_dir} away"
+        )
+        self.step, self.reason, self.step_dir = step, reason, str(step_dir)
+
+
+class Resumed(NamedTuple):
+    """What a training run resumes from: the step (None: nothing), the model variables and the optimiser state
+    ({step, opt_state}; None where the step ends a stage)."""
+
+    step: int | None
+    model: Any
+    opt: Any
+
+
+def _record(e: Exception) -> list:
+    """An exception of this module (or a StorageError) as JSON-able fields, to be raised alike on every process."""
+    if isinstance(e, BrokenCheckpoint):
+        return ["broken", e.step, e.reason, e.fix]
+    if isinstance(e, RestoreFailed):
+        return ["failed", e.step, e.reason, e.step_dir]
+    return ["mismatch" if isinstance(e, CheckpointMismatch) else "storage", str(e)]
+
+
+def _from_record(r: list) -> Exception:
+    kind, *fields = r
+    if kind == "broken":
+        return BrokenCheckpoint(*fields)
+    if kind == "failed":
+        return RestoreFailed(*fields)
+    return CheckpointMismatch(*fields) if kind == "mismatch" else paths.StorageError(*fields)
 
 
 def _shapes(tree: Any) -> dict[str, tuple]:
@@ -195,13 +245,6 @@ def _slug(reason: str) -> str:
     return (slug if len(slug) <= 80 else slug[:80].rsplit("-", 1)[0]) or "broken"
 
 
-def _agree(value: int) -> int:
-    """The lead's value on every process (a no-op with one process)."""
-    if jax.process_count() == 1:
-        return value
-    return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
-
-
 class Checkpointer:
     """Saves and restores one run's checkpoints under `<workdir>/checkpoints`, with the checks of the module
     docstring."""
@@ -249,16 +292,21 @@ class Checkpointer:
 
     def check_free_space(self, need: int, what: str) -> None:
         """Raises paths.StorageError naming the folder, the free space and the need if `need` bytes do not fit.
-        Decided by the lead (one shared file system), so every process stops together."""
-        free = paths.free_bytes(self.directory) if self.is_lead else None
-        short = _agree(int(free is not None and free < need))
-        if short:
-            latest = self.latest_step()
-            kept = f"the last checkpoint, step {latest}, is kept" if latest else "no checkpoint was saved yet"
-            raise paths.StorageError(
-                f"not enough free space in {self.directory} for {what}: {paths.human_bytes(free)} free, about "
-                f"{paths.human_bytes(need)} needed; {kept}. Free some space there and re-run the same command"
-            )
+        Decided by the lead (one shared file system) and shared, so every process stops together."""
+
+        def measure():
+            if not self.is_lead:
+                return
+            free = paths.free_bytes(self.directory)
+            if free is not None and free < need:
+                latest = self.latest_step()
+                kept = f"the last checkpoint, step {latest}, is kept" if latest else "no checkpoint was saved yet"
+                raise paths.StorageError(
+                    f"not enough free space in {self.directory} for {what}: {paths.human_bytes(free)} free, about "
+                    f"{paths.human_bytes(need)} needed; {kept}. Free some space there and re-run the same command"
+                )
+
+        self._together(self.latest_step() or 0, "measuring the free space", measure)
 
     def save_size(self, *trees: Any) -> int:
         """Bytes to ask for before saving `trees`: their uncompressed size plus a margin."""
@@ -326,7 +374,11 @@ class Checkpointer:
 
     def verify(self, step: int) -> str | None:
         """Checks a step's files against its manifest: None when they match (or there is no manifest to check:
-        see the module docstring), else the reason, naming the first bad file."""
+        see the module docstring), else the damage, naming the first bad file.
+
+        Raises:
+          OSError: a file could not be read (a storage fault, not damage: the caller stops, moving nothing).
+        """
         step_dir = self.step_dir(step)
         if not step_dir.exists():
             return "its folder is missing"
@@ -335,10 +387,11 @@ class Checkpointer:
             return None
         try:
             files = json.loads(mf.read_text())["files"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            sizes = {rel: int(size) for rel, (size, _) in files.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # what it holds, not whether it could be read
             return f"{MANIFEST} unreadable: {_root_cause(e)}"
         problems = []
-        for rel, (size, _) in files.items():  # sizes first: cheap, and most damage shows there
+        for rel, size in sizes.items():  # sizes first: cheap, and most damage shows there
             p = step_dir / rel
             if not p.exists():
                 problems.append(f"{rel} missing")
@@ -352,74 +405,93 @@ class Checkpointer:
             return None
         return problems[0] + (f" and {len(problems) - 1} more" if len(problems) > 1 else "")
 
-    def _verify_once(self, step: int) -> str | None:
-        """`verify` on the lead, its verdict shared; a step that passed is not hashed again in this process."""
-        if step in self._verified:
-            return None
-        reason = self.verify(step) if self.is_lead else None
-        if _agree(int(reason is not None)):
-            return reason or "its files do not match the manifest (see process 0's log)"
-        self._verified.add(step)
-        return None
+    def _together(self, step: int, what: str, fn: Callable[[], Any]) -> Any:
+        """`fn()` on every process, then every outcome shared (`agree.first_failure`): where it raised on any
+        process, every process raises the same exception with the same text; otherwise this process's result.
+        An exception other than this module's (a storage or memory fault, a library's error) proves no damage:
+        it becomes `RestoreFailed`, naming `what` was being done and on which process."""
+        error = None
+        result = None
+        try:
+            result = fn()
+        except (BrokenCheckpoint, RestoreFailed, CheckpointMismatch, paths.StorageError) as e:
+            error = e
+        except Exception as e:  # noqa: BLE001 - whatever Orbax, TensorStore or the storage raise: one reason
+            _quiet_abandoned_reads()
+            logging.debug("%s of checkpoint step %d failed", what, step, exc_info=True)  # --v=1 shows it
+            error = RestoreFailed(step, f"{what}{agree.where(jax.process_index())}: {_root_cause(e)}",
+                                  self.step_dir(step))
+        failure = agree.first_failure(None if error is None else json.dumps(_record(error)))
+        if failure is None:
+            return result
+        raise _from_record(json.loads(failure[1]))
 
-    def restore(self, step: int, model: Any | None, opt: Any | None = None, data_iterator: Any | None = None,
-                fix: str = "") -> dict:
+    def _check_files(self, step: int, fix: str) -> None:
+        """The lead's `verify`, shared (an unreadable file stops every process; damage raises BrokenCheckpoint on
+        all); a step that passed is not hashed again in this process."""
+        if step in self._verified:
+            return
+
+        def check():
+            reason = self.verify(step) if self.is_lead else None
+            if reason is not None:
+                raise BrokenCheckpoint(step, reason, fix)
+
+        self._together(step, "reading its files", check)
+        self._verified.add(step)
+
+    def restore(self, step: int, model: Any | None, opt: Any | None = None, fix: str = "") -> dict:
         """Restores the items asked for, after checking the step's files; refuses a non-finite value.
+
+        Every process agrees on each outcome before the next one (`_together`), so a fault on one host stops all
+        of them with the same line. The data position is restored apart (`saved_position`): it is not the model.
 
         Args:
           step: which checkpoint.
           model: abstract target of {params, batch_stats} (see `abstract_with_sharding`), or None to skip it.
           opt: abstract target of {step, opt_state}, or None to skip the optimiser.
-          data_iterator: a grain iterator whose position is set in place, or None.
           fix: what the user should do, appended to a BrokenCheckpoint's message (default: move the step away).
 
         Returns:
           {'model': ..., 'opt': ... (if asked)}.
 
         Raises:
-          BrokenCheckpoint: files not matching the manifest, any exception from Orbax, or a non-finite value.
+          BrokenCheckpoint: proven damage only: files not matching the manifest, a file it lists missing, or a
+            non-finite value.
+          CheckpointMismatch: the saved model's arrays are not the config's.
+          RestoreFailed: anything else (storage, memory, a library's error): nothing to move, the run stops.
         """
         fix = fix or f"move {self.step_dir(step)} away (or remove it) to use an older checkpoint"
-        if (reason := self._verify_once(step)) is not None:
-            raise BrokenCheckpoint(step, reason, fix)
-        if model is not None:
-            self._check_same_model(step, model, fix)
-        position = data_iterator.get_state() if data_iterator is not None else None  # put back if refused
-        items = {}
-        if model is not None:
-            items["model"] = ocp.args.StandardRestore(model)
-        if opt is not None:
-            items["opt"] = ocp.args.StandardRestore(opt)
-        if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-            out = {k: restored[k] for k in ("model", "opt") if k in items}
-            bad, where = _count_nonfinite(out)
-        except Exception as e:  # noqa: BLE001 - whatever Orbax, TensorStore or grain raise: one readable reason
-            _quiet_abandoned_reads()
-            logging.info("Restoring step %d failed", step, exc_info=True)
-            bad, where = None, f"restore failed: {_root_cause(e)}"
-        if bad is None or bad:
-            if data_iterator is not None:  # its position may have been restored before the failure
-                data_iterator.set_state(position)
-            raise BrokenCheckpoint(step, where if bad is None else f"{bad} non-finite values, the first in {where}",
-                                   fix)
+        self._check_files(step, fix)
+        out = self._together(step, "reading its arrays", lambda: self._read(step, model, opt))
+        bad, where = _count_nonfinite(out)  # summed over processes: all agree
+        if bad:
+            raise BrokenCheckpoint(step, f"{bad} non-finite values, the first in {where}", fix)
         return out
 
-    def _check_same_model(self, step: int, model: Any, fix: str) -> None:
+    def _read(self, step: int, model: Any | None, opt: Any | None) -> dict:
+        """This process's part of the items, item by item through Orbax's handler, which (unlike the manager's
+        restore) ends in no barrier: a process that fails here still reaches the agreement in `_together`."""
+        if model is not None:
+            self._check_same_model(step, model)
+        out = {}
+        for name, target in (("model", model), ("opt", opt)):
+            if target is not None:
+                handler = ocp.StandardCheckpointHandler()
+                try:
+                    out[name] = handler.restore(self.step_dir(step) / name, args=ocp.args.StandardRestore(target))
+                finally:
+                    handler.close()
+        return out
+
+    def _check_same_model(self, step: int, model: Any) -> None:
         """Compares the saved model's array shapes (Orbax's metadata, no data read) with the target's, so that a
-        changed config stops the run instead of having every checkpoint taken for broken and moved aside.
+        changed config stops the run instead of failing in the middle of reading.
 
         Raises:
-          BrokenCheckpoint: the metadata cannot be read.
           CheckpointMismatch: other arrays or shapes than the target's.
         """
-        try:
-            saved = _shapes(ocp.StandardCheckpointHandler().metadata(self.step_dir(step) / "model"))
-        except Exception as e:  # noqa: BLE001 - unreadable metadata is damage like any other
-            _quiet_abandoned_reads()
-            raise BrokenCheckpoint(step, f"model metadata unreadable: {_root_cause(e)}", fix) from None
+        saved = _shapes(ocp.StandardCheckpointHandler().metadata(self.step_dir(step) / "model"))
         want = _shapes(model)
         if saved != want:
             diff = sorted(set(saved.items()) ^ set(want.items()))
@@ -431,11 +503,35 @@ class Checkpointer:
                 "trained with (config.json in its workdir) or another --workdir"
             )
 
+    def saved_position(self, step: int) -> tuple[dict | None, str | None]:
+        """This process's data-iterator position saved with `step`, as grain's checkpoint handler wrote it
+        (`data/process_<i>-of-<P>.json`): (state, None), or (None, why it cannot be used). Never raises: the
+        position can always be derived from the step instead (`input_pipeline.train_iterator(start_step=)`)."""
+        data = self.step_dir(step) / "data"
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        try:
+            if not (data / name).exists():
+                saved = sorted(p.name for p in data.iterdir()) if data.exists() else []
+                counts = sorted({m.group(1) for p in saved if (m := re.match(r"process_\d+-of-(\d+)\.json$", p))})
+                return None, (f"saved by {' or '.join(counts)} process(es), this run has {jax.process_count()}"
+                              if counts else "none was saved")
+            state = json.loads((data / name).read_text())
+        except (OSError, ValueError) as e:
+            return None, f"unreadable: {_root_cause(e)}"
+        if not isinstance(state, dict):
+            return None, f"unreadable: a JSON {type(state).__name__}, not an iterator state"
+        return state, None
+
     def quarantine(self, step: int, reason: str) -> str:
-        """Moves a broken step out of Orbax's sight to `checkpoints_broken/<step>-<reason>` (the lead moves; all
-        processes then reload the step list). Returns the new path."""
+        """Moves a broken step out of Orbax's sight to `checkpoints_broken/<step>-<reason>` (the lead moves; every
+        process learns the outcome, a failed move stopping all of them, then reloads the step list). Returns the
+        new path."""
         dest = paths.join(self.broken_directory, f"{step}-{_slug(reason)}")
-        if self.is_lead:
+
+        def move():
+            nonlocal dest
+            if not self.is_lead:
+                return
             paths.ensure_dir(self.broken_directory)
             k = 1
             while dest.exists():
@@ -445,45 +541,59 @@ class Checkpointer:
                 self.step_dir(step).rename(dest)
             else:
                 shutil.move(str(self.step_dir(step)), str(dest))
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices(f"zoomin_jax quarantine {step}")
+
+        self._together(step, f"moving it aside to {self.broken_directory}", move)
         self.manager.reload()
         self._verified.discard(step)
         return str(dest)
 
-    def restore_newest_good(self, model: Any, data_iterator: Any | None = None) -> tuple[int | None, Any]:
-        """Training's resume: the newest step that verifies and restores finite, with its model and the data
-        position. Each broken newer step is moved aside (`quarantine`) and reported in one line.
+    def restore_newest_good(self, model: Any, opt_target: Callable[[int], Any] | None = None) -> Resumed:
+        """Training's resume: the newest step that verifies and restores finite, with its model and (where
+        `opt_target(step)` is not None) optimiser state. A newer step is moved aside (`quarantine`) and reported in
+        one line only on proven damage (`BrokenCheckpoint`); any other failure stops the run, moving nothing.
+
+        Args:
+          model: abstract target of {params, batch_stats}.
+          opt_target: step -> abstract target of {step, opt_state} for a resume inside a stage, or None (a stage's
+            end: the next stage starts a fresh optimiser).
 
         Returns:
-          (step, model variables), or (None, None) when no good checkpoint is left.
+          `Resumed(step, model, opt)`; step None (and both None) when no good checkpoint is left.
+
+        Raises:
+          RestoreFailed, CheckpointMismatch: as `restore`.
         """
         broken = []
-        found, variables = None, None
+        found = Resumed(None, None, None)
         for step in reversed(self.all_steps()):
+            opt = opt_target(step) if opt_target is not None else None
             try:
-                variables = self.restore(step, model, data_iterator=data_iterator)["model"]
-                found = step
+                out = self.restore(step, model, opt)
+                found = Resumed(step, out["model"], out.get("opt"))
                 break
             except BrokenCheckpoint as e:
                 broken.append((step, e.reason, self.quarantine(step, e.reason)))
-        after = f"resuming from step {found}" if found is not None else "no good checkpoint left, starting afresh"
+        after = (f"resuming from step {found.step}" if found.step is not None
+                 else "no good checkpoint left, starting afresh")
         for step, reason, dest in broken:
             line = f"checkpoint step {step} is broken ({reason}); {after}; moved to {dest}"
             logging.warning("%s", line)
             if self.is_lead:
                 print(line, flush=True)
-        if found is not None and not self.has_manifest(found):
+        if found.step is not None and not self.has_manifest(found.step):
             logging.warning("Checkpoint step %d has no %s (older than the integrity check?): accepted because it "
-                            "restored without error and is finite", found, MANIFEST)
-        return found, variables
+                            "restored without error and is finite", found.step, MANIFEST)
+        return found
 
     def newest_intact_step(self, other_than: int | None = None) -> int | None:
         """The newest step (other than `other_than`) whose files match its manifest, without restoring it; for
         messages."""
         for step in reversed(self.all_steps()):
-            if step != other_than and self.verify(step) is None:
-                return step
+            try:
+                if step != other_than and self.verify(step) is None:
+                    return step
+            except OSError:  # unreadable now: not offered
+                continue
         return None
 
     def wait(self) -> None:

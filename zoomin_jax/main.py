@@ -63,7 +63,7 @@ def main(argv):
         # None everywhere lets jax detect Cloud TPU / SLURM / Open MPI by itself.
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    from zoomin_jax import checkpoint, evaluate, forward, paths, preemption, train, workdir_lock
+    from zoomin_jax import agree, checkpoint, evaluate, forward, paths, preemption, train, workdir_lock
 
     try:
         if FLAGS.mode == "train":
@@ -107,10 +107,12 @@ def main(argv):
         print(f"Preempted: {e}. Exit status {preemption.EXIT_PREEMPTED}: re-run the same command to resume.",
               flush=True)
         preemption.exit_preempted()
-    except workdir_lock.WorkdirInUse as e:  # one line, no traceback; exit status 1
+    except (workdir_lock.WorkdirInUse, agree.Failed) as e:  # one line, no traceback; exit status 1
         sys.exit(f"zoomin_jax: {e}")
-    # A broken or mismatched checkpoint, an unwritable or full workdir: the step or path, the reason, the fix.
-    except (checkpoint.BrokenCheckpoint, checkpoint.CheckpointMismatch, paths.StorageError) as e:
+    # A broken, mismatched or unreadable checkpoint, an unwritable or full workdir: the step or path, the reason,
+    # the fix; the same line on every process of a multi-process run (`agree.py`).
+    except (checkpoint.BrokenCheckpoint, checkpoint.CheckpointMismatch, checkpoint.RestoreFailed,
+            paths.StorageError) as e:
         sys.exit(f"zoomin_jax: {e}")
 
 

@@ -2,7 +2,8 @@
 
 Reads top to bottom like the recipe it is:
   1. mesh and config checks; the resolved config written once to the workdir;
-  2. variables: the latest checkpoint in the workdir (resume, data position included), else `config.init_from`
+  2. variables: the newest good checkpoint in the workdir (resume: model, optimiser inside a stage, and the data
+     position where the saved one fits this pipeline, else the one the step implies), else `config.init_from`
      (weights only), else a jitted, already-sharded init;
   3. for each stage in `config.stage_order`: an optimiser whose mask freezes the other sub-networks, a train step
      that donates the state, progress lines, asynchronous checkpoints, and an evaluation of the stage's head;
@@ -22,8 +23,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomin_jax import checkpoint, evaluate, init_from, paths, preemption, schedule, sharding, workdir_lock
-from zoomin_jax.data import input_pipeline
+from zoomin_jax import agree, checkpoint, evaluate, init_from, paths, preemption, schedule, sharding, workdir_lock
+from zoomin_jax.data import input_pipeline, position
 from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
 from zoomin_jax.progress import MetricWriter, Progress
@@ -75,8 +76,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
                         lock: workdir_lock.WorkdirLock) -> dict:
     """The recipe of the module docstring; `preempt` is checked between stages, after every step and eval batch."""
     workdir = paths.resolve(workdir)
-    init_from.check(config, workdir)  # a missing weight file stops the run before the workdir, data or compiling
-    paths.ensure_dir(workdir)
+
+    def before_any_collective():  # a host that lacks the weight file or cannot create the workdir stops them all
+        init_from.check(config, workdir)  # a missing weight file stops the run before the workdir, data or compiling
+        paths.ensure_dir(workdir)
+
+    agree.together(before_any_collective)
     lock.acquire(workdir)  # one run per workdir: a second one stops here, before checkpoints and metrics
     mesh = sharding.make_mesh(config.mesh.data)
     config = schedule.resolve(config, input_pipeline.num_train_examples(config))  # epochs -> steps; lr -> batch
@@ -93,11 +98,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
     ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
     ckpt.remove_temporary()  # left by a killed or failed save
     ckpt.check_free_space(ckpt.save_size(var_target), "a checkpoint (the model alone, at least)")
-    train_iter = input_pipeline.train_iterator(config)
-
-    # The newest checkpoint that verifies and restores finite; broken newer ones are reported and moved aside.
-    start, variables = ckpt.restore_newest_good(var_target, data_iterator=train_iter)
-    start = start or 0
+    # The newest checkpoint that verifies and restores finite (model, and the optimiser where it resumes inside a
+    # stage); only a step with proven damage is reported and moved aside, any other failure stops the run.
+    resumed = ckpt.restore_newest_good(var_target, lambda step: _opt_target(config, plan, step, abstract, repl))
+    start, variables = resumed.step or 0, resumed.model
     if start:
         logging.info("Resuming from %s step %d", ckpt.directory, start)
     elif config.init_from:
@@ -107,6 +111,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
         )
     else:
         variables = init_variables(model, config, mesh, jax.random.PRNGKey(config.seed))
+    train_iter = _train_iterator(config, ckpt, start)
 
     writer = MetricWriter(workdir, enabled=is_lead, resume_step=start)  # rows of steps to be replayed go
     results = evaluate.load_results(workdir)
@@ -122,8 +127,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
                 if preempt.check():  # between stages, before the next one compiles
                     saved = f"step {start} is saved" if start else "no step was saved yet"
                     raise preemption.Preempted(f"SIGTERM before stage {stage.name}; {saved}", start or None)
-                variables = _train_stage(config, model, mesh, stage, variables, start, total, ckpt,
-                                                train_iter, writer, preempt, local_rows)
+                opt_state = resumed.opt["opt_state"] if start > stage.begin else None
+                variables = _train_stage(config, model, mesh, stage, variables, opt_state, start, total, ckpt,
+                                         train_iter, writer, preempt, local_rows)
                 start = stage.end
             if not _eval_done(results, stage):  # also after a resume that stopped between the save and the eval
                 writer.drop(stage.end, "eval")
@@ -149,9 +155,44 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
     return results
 
 
-def _train_stage(config, model, mesh, stage, variables, start, total, ckpt, train_iter, writer, preempt,
+def _opt_target(config, plan, step: int, abstract, repl):
+    """The abstract optimiser item ({step, opt_state}, replicated) a checkpoint at `step` holds for a resume inside
+    a stage; None where `step` ends a stage (or is 0): the next stage starts a fresh optimiser."""
+    inside = [s for s in plan if s.begin < step < s.end]
+    if not inside:
+        return None
+    tx = make_optimizer(config, inside[0].config, abstract["params"])
+    opt_abstract = jax.eval_shape(tx.init, abstract["params"])
+    return {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
+            "opt_state": checkpoint.abstract_with_sharding(opt_abstract,
+                                                           jax.tree_util.tree_map(lambda _: repl, opt_abstract))}
+
+
+def _train_iterator(config, ckpt: checkpoint.Checkpointer, step: int):
+    """The train iterator at global step `step`: the position saved with that checkpoint where it fits this
+    pipeline (`data/position.py`), else the position the step implies, said in one line. Every process takes the
+    same path (a position that does not fit on one host is derived on all)."""
+    it = input_pipeline.train_iterator(config)
+    if not step:
+        return it
+    saved, reason = ckpt.saved_position(step)
+    if reason is None:
+        reason = position.misfit(saved, it.get_state(), step)
+    failure = agree.first_failure(None if reason is None else f"{reason}{agree.where(jax.process_index())}")
+    if failure is None:
+        it.set_state(saved)
+        return it
+    if jax.process_index() == 0:
+        print(f"data position saved with step {step} not used: {failure[1]}; continuing from the position step "
+              f"{step} implies (the same batches)", flush=True)
+    it.close()
+    return input_pipeline.train_iterator(config, start_step=step)
+
+
+def _train_stage(config, model, mesh, stage, variables, opt_state, start, total, ckpt, train_iter, writer, preempt,
                  local_rows):
     """Trains one stage from global step `start` to its end, saving every `checkpoint_every` steps and at its end.
+    `opt_state` is the restored optimiser state when `start` lies inside the stage, else None (a fresh one).
 
     Returns:
       The variables ({params, batch_stats}) at the stage's end.
@@ -164,11 +205,7 @@ def _train_stage(config, model, mesh, stage, variables, start, total, ckpt, trai
     tx = make_optimizer(config, stage.config, params)
     opt_abstract = jax.eval_shape(tx.init, params)
     opt_sharding = jax.tree_util.tree_map(lambda _: repl, opt_abstract)
-    if start > stage.begin:  # resuming inside this stage: its optimiser state is in the checkpoint
-        opt_target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
-                      "opt_state": checkpoint.abstract_with_sharding(opt_abstract, opt_sharding)}
-        opt_state = ckpt.restore(start, None, opt=opt_target)["opt"]["opt_state"]
-    else:
+    if opt_state is None:  # a stage starting here; a resume inside it restored its optimiser with the model
         opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
     state = TrainState(jax.device_put(jnp.asarray(start, jnp.int32), repl), params, batch_stats, opt_state)
     state_sharding = TrainState(repl, jax.tree_util.tree_map(lambda _: repl, params),

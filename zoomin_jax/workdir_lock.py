@@ -10,9 +10,10 @@ resumes. The file's content (JSON) only serves the message; it is left in place 
 deleting a lock file races with a process that has just opened it. flock works on local disks and on NFS (Linux
 emulates it with POSIX locks there); remote workdirs (gs://...) have no file locks and are not locked (logged).
 
-Multi-process runs: process 0 alone takes the lock (every host sees the same workdir) and tells the others whether
-it got it, so all processes either go on or stop alike. `--mode=eval` takes no lock: reading a running run's
-checkpoints is legitimate.
+Multi-process runs: process 0 alone takes the lock (every host sees the same workdir) and tells the others the
+outcome (`agree.py`), so all processes either go on or stop alike, with process 0's line: a lock that cannot be
+taken at all (a file system without locks, an unwritable folder) stops every process, never only process 0.
+`--mode=eval` takes no lock: reading a running run's checkpoints is legitimate.
 """
 
 from __future__ import annotations
@@ -25,17 +26,15 @@ import socket
 import sys
 
 import jax
-import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
-from zoomin_jax import paths
+from zoomin_jax import agree, paths
 
 LOCK_FILE = "run.lock"
 
 
 class WorkdirInUse(RuntimeError):
-    """Another live run holds the workdir's lock; main.py prints the message and exits non-zero."""
+    """Another live run holds the workdir's lock, or it cannot be taken; main.py prints the message and exits 1."""
 
 
 def _holder(text: str) -> str:
@@ -66,13 +65,15 @@ class WorkdirLock:
             if paths.is_remote(workdir):
                 logging.warning("workdir %s is remote: no file lock, so nothing stops a second run there", workdir)
             else:
-                refusal = self._take(os.path.join(workdir, LOCK_FILE), workdir)
-        if jax.process_count() > 1:  # all go on or all stop; the holder's details are in process 0's message
-            refused = multihost_utils.broadcast_one_to_all(np.int32(refusal is not None))
-            if refused and refusal is None:
-                refusal = f"workdir {workdir} is in use by another run (process 0 names it); use another --workdir"
-        if refusal is not None:
-            raise WorkdirInUse(refusal)
+                path = os.path.join(workdir, LOCK_FILE)
+                try:
+                    refusal = self._take(path, workdir)
+                except OSError as e:  # e.g. ENOLCK: a network file system without locks
+                    refusal = (f"cannot lock {path} ({e.strerror or e}): this file system may not support file locks "
+                               "(some network file systems); use a --workdir on one that does (a local disk)")
+        failure = agree.first_failure(refusal)  # all go on or all stop, with process 0's line
+        if failure is not None:
+            raise WorkdirInUse(failure[1])
 
     def _take(self, path: str, workdir: str) -> str | None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
