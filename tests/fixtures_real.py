@@ -318,3 +318,25 @@ def make_messidor(root: Path, sheet: str = "xls") -> dict:
     return {"test": expected,
             "skipped": {"test": {"conflicting_rows": 1, "bad_label": 1, "no_label": 1}},
             "duplicate_rows": {"test": 1}}
+
+
+def make_eyepacs_patients(root: Path, patients: int = 30, one_eyed: tuple[int, ...] = (7, 19), usage: str = "") -> dict:
+    """A Kaggle-layout EyePACS train folder of `patients` patients (ids 100, 103, 106, ...), both eyes each but for
+    the `one_eyed` positions (left eye only); with `usage`, a test/ folder and a solution file whose rows all have
+    that Usage (a download with Private rows only, say). Returns {photo name: level}."""
+    train = root / "train"
+    train.mkdir(parents=True)
+    rows, expected = [], {}
+    for k in range(patients):
+        for eye in ("left",) if k in one_eyed else ("left", "right"):
+            name = f"{100 + 3 * k}_{eye}"
+            (train / f"{name}.jpeg").write_bytes(jpeg_bytes(fundus_photo(hw=(256, 320), seed=k)))
+            level = (k * 7 + (eye == "right")) % 5
+            rows.append([name, level])
+            expected[name] = level
+    _write_csv(root / "trainLabels.csv", ["image", "level"], rows)
+    if usage:
+        (root / "test").mkdir()
+        (root / "test" / "1_left.jpeg").write_bytes(jpeg_bytes(fundus_photo(hw=(256, 320), seed=99)))
+        _write_csv(root / "retinopathy_solution.csv", ["image", "level", "Usage"], [["1_left", 2, usage]])
+    return expected

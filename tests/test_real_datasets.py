@@ -418,3 +418,69 @@ def _check_real_csv_boxes(builder):
 def _mask_path(gt, stem, kind):
     code = {"haemorrhage": "HE", "hard_exudate": "EX"}[kind]
     return next(p for p, k in idrid._mask_files(gt, stem) if k == kind and p.stem.endswith(code))
+
+
+# --- splits by patient ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eyepacs_patients(tmp_path_factory):
+    """30 patients (two with one eye), a solution file with Private rows only: prepared once."""
+    root = tmp_path_factory.mktemp("eyepacs_patients")
+    expected = fx.make_eyepacs_patients(root / "manual", usage="Private")
+    eyepacs.prepare(root / "manual", root / "tfds", SIZE, False, num_workers=1)  # as a config opens it (min 256)
+    return root, expected
+
+
+def _config(root, **data):
+    from configs import default
+
+    c = default.get_config()
+    c.data.name, c.data.data_dir, c.data.manual_dir = "eyepacs", str(root / "tfds"), str(root / "manual")
+    c.model.image_size = SIZE
+    for k, v in data.items():
+        c.data[k] = v
+    return c
+
+
+def _patients_of(source):
+    """Patient of each example read from its id string (`<patient>_<eye>`), not from the stored patient_id."""
+    return [int(source[i]["id"].decode().split("_")[0]) for i in range(len(source))]
+
+
+def test_a_slice_keeps_each_patients_eyes_on_one_side(eyepacs_patients):
+    from zoomin_jax.data import datasets, input_pipeline, label_sidecar
+
+    root, expected = eyepacs_patients
+    c = _config(root)
+    parts = {s: datasets.open_split(c, s) for s in ("train[:80%]", "train[80%:]", "train[:10]", "train[-5:]")}
+    first, rest = (set(_patients_of(parts[s])) for s in ("train[:80%]", "train[80%:]"))
+    assert not first & rest and len(first | rest) == 30  # no patient on both sides, none lost
+    assert len(first) == 24 and len(rest) == 6  # 80% of 30 patients, counted as patients
+    photos = {parts[s][i]["id"].decode() for s in ("train[:80%]", "train[80%:]") for i in range(len(parts[s]))}
+    assert photos == set(expected)  # every photograph, each once, both eyes with their patient
+    assert len(set(_patients_of(parts["train[:10]"]))) == 10 and len(set(_patients_of(parts["train[-5:]"]))) == 5
+    assert set(_patients_of(parts["train[-5:]"])) <= rest  # the last five patients are in the last 20%
+    # The sampler's grades, from the sidecar through the subset, are the records' own.
+    sub = parts["train[80%:]"]
+    want = [expected[sub[i]["id"].decode()] for i in range(len(sub))]
+    assert list(label_sidecar.read(sub)) == want == list(input_pipeline.read_labels(sub))
+    assert input_pipeline.num_train_examples(_config(root, train_split="train[80%:]")) == len(sub)
+    # A fixed order unrelated to the ids: the held-out six are not simply the largest or smallest ids.
+    ids = sorted(first | rest)
+    assert rest != set(ids[-6:]) and rest != set(ids[:6])
+
+
+def test_an_empty_split_is_left_out_and_a_config_asking_for_it_is_refused_naming_the_splits(eyepacs_patients):
+    from zoomin_jax.data import datasets, patient_split
+
+    root, _ = eyepacs_patients
+    builder = skips.open_builder(eyepacs.Eyepacs, root / "tfds", SIZE, False)
+    assert set(builder.info.splits) == {"train", "test"}  # no Public row: no validation split, no traceback
+    assert builder.info.splits["test"].num_examples == 1
+    c = _config(root, eval_split="validation")
+    with pytest.raises(patient_split.SplitError, match=r"config.data.eval_split='validation' names the split "
+                                                       r"'validation', .* it has train \(58 examples\), test \(1 "
+                                                       r"examples\)"):
+        datasets.check_splits(c)
+    datasets.check_splits(_config(root, train_split="train[:80%]", eval_split="train[80%:]+test"))

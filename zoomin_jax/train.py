@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 
 from zoomin_jax import agree, checkpoint, evaluate, init_from, paths, preemption, schedule, sharding, workdir_lock
-from zoomin_jax.data import input_pipeline, position
+from zoomin_jax.data import datasets, input_pipeline, position
 from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
 from zoomin_jax.progress import MetricWriter, Progress
@@ -84,6 +84,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
     agree.together(before_any_collective)
     lock.acquire(workdir)  # one run per workdir: a second one stops here, before checkpoints and metrics
     mesh = sharding.make_mesh(config.mesh.data)
+    datasets.check_splits(config)  # prepares the dataset if needed; a split it lacks stops the run here, named
     config = schedule.resolve(config, input_pipeline.num_train_examples(config))  # epochs -> steps; lr -> batch
     is_lead = jax.process_index() == 0
     if is_lead:

@@ -3,7 +3,8 @@
 The one place where `config.data.name` picks a builder (a plain if/elif: grep finds every dataset). Sources are TFDS
 `array_record` data sources (`builder.as_data_source(split)`): random access by index, picklable into grain worker
 processes, no TensorFlow. Split strings are TFDS split strings, so slices work: "train[:80%]", "train[80%:]",
-"validation[:100]".
+"validation[:100]"; for a dataset with patients (EyePACS) a slice selects patients, both eyes together
+(`patient_split.py` states the rule).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import ml_collections
 from absl import logging
+
+from zoomin_jax.data import patient_split
 
 DATASETS = ("synthetic_fundus", "eyepacs", "idrid", "messidor")
 
@@ -100,6 +103,24 @@ def open_split(config: ml_collections.ConfigDict, split: str) -> Any:
       `id` (bytes) and `lesions` ({"box": list of int32[4], "kind": list of ints}).
     """
     builder = open_builder(config)
-    source = builder.as_data_source(split)
-    logging.info("dataset %s split %r: %d examples", config.data.name, split, len(source))
+    patient_split.check(split, available_splits(builder), "the split")
+    source = patient_split.open_source(builder, split)
+    logging.info("dataset %s split %r: %d examples%s", config.data.name, split, len(source),
+                 " (sliced by patient)" if isinstance(source, patient_split.Subset) else "")
     return source
+
+
+def available_splits(builder: Any) -> dict[str, int]:
+    """{split name: examples} of a prepared builder."""
+    return {name: int(info.num_examples) for name, info in builder.info.splits.items()}
+
+
+def check_splits(config: ml_collections.ConfigDict) -> None:
+    """Refuses, before training, a train or eval split the prepared dataset does not have, naming those it has.
+
+    Raises:
+      patient_split.SplitError: the field, the split it named and the splits there are.
+    """
+    available = available_splits(open_builder(config))
+    patient_split.check(config.data.train_split, available, "config.data.train_split")
+    patient_split.check(config.data.eval_split, available, "config.data.eval_split")

@@ -121,7 +121,10 @@ class Eyepacs(skips.RealBuilder):
                                            counters[split], missing_from=test_photos)
             for name in sorted(set(test_photos) - set(sol)):
                 counters["test"].add("no_label", name)
-        return {s: self._generate(s, t, fn, counters[s]) for s, t in tasks.items()}
+        for split in [s for s, t in tasks.items() if not t]:  # e.g. a solution file with Private rows only
+            logging.warning("eyepacs: no photograph for split %s (skipped: %s); the split is left out", split,
+                            counters[split].as_dict() or "none")
+        return {s: self._generate(s, t, fn, counters[s]) for s, t in tasks.items() if t}
 
     @staticmethod
     def _tasks(photos, rows, counter, missing_from=None) -> list[tuple]:

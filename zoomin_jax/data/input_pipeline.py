@@ -506,14 +506,14 @@ def train_dataset(
 
 
 def num_train_examples(config: ml_collections.ConfigDict) -> int:
-    """Examples in `config.data.train_split`, from the prepared dataset's split metadata (no record is read).
+    """Examples in `config.data.train_split` (no image is read; a patient-wise slice reads the patients' sidecar).
 
     Prepares the dataset first if this data_dir lacks it, as the train iterator would. Stages given in epochs are
     converted to steps with it (`schedule.resolve`).
     """
     from zoomin_jax.data import datasets
 
-    return int(datasets.open_builder(config).info.splits[config.data.train_split].num_examples)
+    return len(datasets.open_split(config, config.data.train_split))
 
 
 def train_iterator(

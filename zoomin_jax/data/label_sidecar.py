@@ -4,7 +4,10 @@ Class-balanced sampling needs every training example's grade at the start of eac
 records, that is one full pass over the split, JPEG bytes included (35,126 photographs at 1230 px for EyePACS).
 So preparation writes `labels.json` next to the array_record shards, once:
 
-    {"version": 1, "shards": {"<shard file name>": [grade of record 0, grade of record 1, ...], ...}}
+    {"version": 1, "shards": {"<shard file name>": [grade of record 0, grade of record 1, ...], ...},
+     "patients": {"<shard file name>": [patient id of record 0, ...], ...}}      (datasets with patients only)
+
+The patients serve the patient-wise split rule (`patient_split.py`) without reading the records either.
 
 Per shard file, in record order, because TFDS shuffles records into shards at preparation: the file order is the only
 order a source reads in. Any split string (slices such as "train[:80%]", unions such as "train+validation") is mapped
@@ -49,17 +52,24 @@ def write(builder: Any) -> epath.Path | None:
     if path.exists():
         return path
     t = time.perf_counter()
+    with_patients = "patient_id" in builder.info.features
     shards: dict[str, list[int]] = {}
+    patients: dict[str, list[int]] = {}
     for split, info in builder.info.splits.items():
         source = builder.as_data_source(split)
-        grades = [int(source[i]["label"]) for i in range(len(source))]
+        records = [source[i] for i in range(len(source))]
+        grades = [int(r["label"]) for r in records]
+        ids = [int(r["patient_id"]) for r in records] if with_patients else []
         start = 0
         for fi in info.file_instructions:  # a whole split: every shard from record 0, in source order
             shards[os.path.basename(fi.filename)] = grades[start: start + fi.take]
+            if with_patients:
+                patients[os.path.basename(fi.filename)] = ids[start: start + fi.take]
             start += fi.take
+    content = {"version": _VERSION, "shards": shards, **({"patients": patients} if with_patients else {})}
     tmp = path.parent / f".{SIDECAR}.tmp{os.getpid()}"
     try:
-        tmp.write_text(json.dumps({"version": _VERSION, "shards": shards}))
+        tmp.write_text(json.dumps(content))
         tmp.rename(path)
     except OSError as e:
         logging.warning("could not write %s (%s); the labels will be read from the records at each start", path, e)
@@ -68,23 +78,31 @@ def write(builder: Any) -> epath.Path | None:
     return path
 
 
-def read(source: Any) -> np.ndarray | None:
-    """The grade of every example of a TFDS data source, from the sidecar; None where it cannot say.
+def read(source: Any, field: str = "labels") -> np.ndarray | None:
+    """The grade (or patient id) of every example of a TFDS data source, from the sidecar; None where it cannot say.
 
     Args:
-      source: `builder.as_data_source(split)` (it carries `dataset_info` and `split`); anything else gives None.
+      source: `builder.as_data_source(split)` (it carries `dataset_info` and `split`), or a
+        `patient_split.Subset` of one (its `base` and `indices`); anything else gives None.
+      field: "labels" (grades) or "patients" (patient ids; datasets with patients only).
 
     Returns:
       int64 (len(source),) aligned with `source[i]`, or None when the dataset has no sidecar (prepared before it
-      existed) or the sidecar does not cover the split's shards.
+      existed), no such field, or the sidecar does not cover the split's shards.
     """
+    base, indices = getattr(source, "base", None), getattr(source, "indices", None)
+    if base is not None and indices is not None:
+        values = read(base, field)
+        return None if values is None else values[indices]
     info, split = getattr(source, "dataset_info", None), getattr(source, "split", None)
     if info is None or split is None:
         return None
     path = sidecar_path(info.data_dir)
     if not path.exists():
         return None
-    shards = json.loads(path.read_text())["shards"]
+    shards = json.loads(path.read_text()).get("shards" if field == "labels" else field)
+    if shards is None:
+        return None
     out = []
     for fi in info.splits[str(split)].file_instructions:
         grades = shards.get(os.path.basename(fi.filename))
