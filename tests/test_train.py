@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tiny import tiny_config
 
-from zoomin_jax import checkpoint, preemption, train
+from zoomin_jax import ablation, checkpoint, metrics, preemption, train
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build
 
@@ -59,7 +59,18 @@ def test_run_writes_reports_metrics_and_predictions(uninterrupted):
     rows = open(wd / "predictions" / "cnet_step8_validation.csv").read().splitlines()
     assert len(rows) == 1 + 8 and rows[0].startswith("id,label,grade_mnet")
     assert json.load(open(wd / "config.json"))["model"]["image_size"] == 100
-    assert "Zoom-in-Net" in open(wd / "ablation.txt").read()
+    text = open(wd / "ablation.txt").read()
+    assert "Zoom-in-Net" in text and "Paired difference to M-Net, 95% bootstrap interval (2000 resamples of the 8 " \
+        "photographs, seed 0" in text
+    # Every head's figures can be recomputed from the predictions CSV alone (every head's probabilities are in it).
+    run = ablation.Run(str(wd))
+    for head, name in (("mnet", "M-Net"), ("zoom_in", "Zoom-in-Net")):
+        assert metrics.quadratic_weighted_kappa(run.labels, run.probs[head].argmax(1), 5) == pytest.approx(
+            results[name]["kappa"], abs=1e-9)
+        referable = results[name]["referable_vs_non_referable"]["auc"]
+        if referable is not None:
+            assert metrics.roc_auc((run.labels >= 2).astype(int), run.probs[head][:, 2:].sum(1)) == pytest.approx(
+                referable, abs=1e-9)
 
 
 def test_preemptions_and_a_crash_then_resume_end_with_exactly_the_uninterrupted_run(uninterrupted, data_dir,

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from zoomin_jax import checkpoint, metrics, paths, progress, regions, sharding
-from zoomin_jax.data import input_pipeline
+from zoomin_jax.data import input_pipeline, patient_split
 from zoomin_jax.forward import abstract_variables, build
 from zoomin_jax.models.zoom_in import ZoomInNet
 from zoomin_jax.preemption import Preempted, Preemption, compile_promptly
@@ -148,6 +148,9 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
     cat = {**host, **{k: v for k, v in device.items() if k != "index" and not k.startswith("probs/")}}
     cat["probs"] = {h: device[f"probs/{h}"] for h in HEADS}
     cat["id"] = [str(x) for x in cat["id"]]
+    patients = patient_split.patients_of(source)
+    if patients is not None:  # the bootstrap resamples patients, both eyes together
+        cat["patient"] = patients[cat["index"]]
     return cat
 
 
@@ -172,25 +175,35 @@ def _allgather_host(x: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def prob_columns(head: str, k: int = 5) -> list[str]:
+    """The predictions CSV's columns of one head's probabilities: p0..p4 for Zoom-in-Net (as before every head was
+    written), `<head>_p0`.. for the others."""
+    return [f"p{c}" if head == "zoom_in" else f"{head}_p{c}" for c in range(k)]
+
+
 def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] | None = None) -> None:
-    """One CSV row per image: id, label, each head's grade, Zoom-in-Net's probabilities, the boxes."""
+    """One CSV row per image: id, label, the patient (datasets with patients), each head's grade, every head's
+    probabilities (so every figure of the ablation can be recomputed from the file), the boxes."""
     paths.ensure_dir(paths.join(path).parent)
     k = preds["probs"]["zoom_in"].shape[1]
     n_boxes = preds["boxes"].shape[1]
+    patients = preds.get("patient")
     with paths.join(path).open("w") as f:
         w = csv.writer(f)
-        header = ["id", "label"] + [f"grade_{h}" for h in HEADS]
+        header = ["id", "label"] + (["patient"] if patients is not None else []) + [f"grade_{h}" for h in HEADS]
         header += [f"grade_{h}_thresholded" for h in (thresholds or {})]
-        header += [f"p{c}" for c in range(k)]
+        header += [c for h in ("zoom_in", "mnet", "mnet_anet") for c in prob_columns(h, k)]
         header += [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1")]
         w.writerow(header)
         grades = {h: preds["probs"][h].argmax(1) for h in HEADS}
         thr = {h: metrics.apply_thresholds(metrics.expected_grade(preds["probs"][h]), t)
                for h, t in (thresholds or {}).items()}
         for i, image_id in enumerate(preds["id"]):
-            w.writerow([image_id, int(preds["label"][i])] + [int(grades[h][i]) for h in HEADS]
-                       + [int(thr[h][i]) for h in thr]
-                       + [f"{p:.5f}" for p in preds["probs"]["zoom_in"][i]] + preds["boxes"][i].reshape(-1).tolist())
+            w.writerow([image_id, int(preds["label"][i])] + ([int(patients[i])] if patients is not None else [])
+                       + [int(grades[h][i]) for h in HEADS] + [int(thr[h][i]) for h in thr]
+                       # 9 significant digits: a float32 exactly, so figures recomputed from the file are the run's
+                       + [f"{p:.9g}" for h in ("zoom_in", "mnet", "mnet_anet") for p in preds["probs"][h][i]]
+                       + preds["boxes"][i].reshape(-1).tolist())
 
 
 def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str,

@@ -23,7 +23,18 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomin_jax import agree, checkpoint, evaluate, init_from, paths, preemption, schedule, sharding, workdir_lock
+from zoomin_jax import (
+    ablation,
+    agree,
+    checkpoint,
+    evaluate,
+    init_from,
+    paths,
+    preemption,
+    schedule,
+    sharding,
+    workdir_lock,
+)
 from zoomin_jax.data import datasets, input_pipeline, position
 from zoomin_jax.forward import abstract_variables, build, init_variables
 from zoomin_jax.metrics import format_ablation_table
@@ -149,6 +160,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
         writer.close()
     if results:
         table = format_ablation_table(results)
+        if is_lead and len(results) > 1 and evaluate.HEADS["mnet"] in results:  # paired differences to M-Net
+            table += "\n\n" + ablation.intervals_or_note(workdir)
         print(f"\nAblation on '{config.data.eval_split}' ({config.data.name}):\n{table}", flush=True)
         if is_lead:
             paths.join(workdir, "ablation.txt").write_text(table + "\n")

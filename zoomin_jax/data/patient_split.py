@@ -157,3 +157,17 @@ def open_source(builder: Any, split: str) -> Any:
         sources.append(base if start is None and stop is None else Subset(base, select(read_patients(base), start,
                                                                                         stop)))
     return sources[0] if len(sources) == 1 else Concat(sources)
+
+
+def patients_of(source: Any) -> np.ndarray | None:
+    """The patient id of each example of a source from `open_source` (record order), or None for a dataset without
+    patients."""
+    if isinstance(source, Concat):
+        parts = [patients_of(p) for p in source.parts]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
+    base = source.base if isinstance(source, Subset) else source
+    info = getattr(base, "dataset_info", None)
+    if info is None or "patient_id" not in info.features:
+        return None
+    patients = read_patients(base)
+    return patients[source.indices] if isinstance(source, Subset) else patients
