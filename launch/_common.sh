@@ -2,22 +2,40 @@
 # and running one job per worker with stop-on-first-failure.
 # shellcheck shell=bash
 
-# Pattern of a zoomin_jax process, for pkill/pgrep -f. Anchored at the start of the command line so that it
-# matches `python -m zoomin_jax.main ...` (or `/path/python3.11 -m ...`) but never the remote `bash -c "...;
-# python -m zoomin_jax.main ..."` that runs the pkill itself (that line starts with `bash`), nor `sudo pkill`.
-ZOOMIN_PATTERN='^[^ ]*python[0-9.]* -m zoomin_jax[.]main'
-
 # Exit status of a zoomin_jax run stopped by SIGTERM after saving (sysexits EX_TEMPFAIL): "preempted, re-run the
 # same command to resume"; 0 is "finished", anything else "failed".
 EXIT_PREEMPTED=75
 
-# The remote command `stop` runs on each worker (argument: "sudo " or ""): SIGTERM, so that the run saves at a
-# step all processes agree on and exits 75; whatever still runs after STOP_GRACE_S seconds (a process stuck in a
-# collective whose peer died never reaches that check) gets SIGKILL.
+# The run's own pid file on each worker (expanded there). The remote shell writes its $$ into it just before
+# `exec python -m zoomin_jax.main ...`, so it names exactly the run's process. Stopping a run, and clearing a
+# stale run before a new one, signal that pid alone, and only while its command line is still zoomin_jax's (a
+# pid reused by another program is left alone): never every matching process of every user on a shared host, as
+# `pkill -f` would.
+PID_FILE='~/zoomin_logs/run.pid'
+
+# "run the body if the pid file names a live zoomin_jax" (remote shell code; $p is the pid).
+own_run_cmd() {
+  printf '%s' "p=\$(cat $PID_FILE 2> /dev/null) && grep -qa 'zoomin_jax[.]main' /proc/\$p/cmdline 2> /dev/null"
+}
+
+# The remote command `stop` runs on each worker (argument: "sudo " or ""): SIGTERM to the run's process, so that
+# it saves at a step all processes agree on and exits 75; if it still runs after STOP_GRACE_S seconds (a process
+# stuck in a collective whose peer died never reaches that check), SIGKILL.
 stop_remote_cmd() {
   local sudo=$1
-  printf '%s' "${sudo}pkill -f '$ZOOMIN_PATTERN' || true; for _ in \$(seq ${STOP_GRACE_S:-60}); do" \
-    " pgrep -f '$ZOOMIN_PATTERN' > /dev/null || exit 0; sleep 1; done; ${sudo}pkill -9 -f '$ZOOMIN_PATTERN' || true"
+  printf '%s' "if $(own_run_cmd); then ${sudo}kill -TERM \$p; for _ in \$(seq ${STOP_GRACE_S:-60}); do" \
+    " kill -0 \$p 2> /dev/null || exit 0; sleep 1; done; ${sudo}kill -9 \$p; fi; true"
+}
+
+# Before a new run on a worker: SIGKILL a previous run of ours still holding the accelerators (same pid rule).
+kill_stale_cmd() {
+  local sudo=$1
+  printf '%s' "if $(own_run_cmd); then ${sudo}kill -9 \$p; sleep 2; fi; "
+}
+
+# The tail of the remote run command: record the pid, then become the program (same pid).
+exec_run_cmd() {
+  printf '%s' "echo \$\$ > $PID_FILE && exec python -m zoomin_jax.main$1"
 }
 
 # Repository root: the folder above launch/.

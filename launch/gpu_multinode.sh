@@ -75,10 +75,10 @@ remote_run() {
   for a in "$@" "--coordinator_address=$COORDINATOR" "--num_processes=${#HOST_LIST[@]}" "--process_id=$i"; do
     args+=" $(printf '%q' "$a")"
   done
-  printf '%s' "pkill -9 -f '$ZOOMIN_PATTERN' && sleep 2; " \
+  printf '%s' "$(kill_stale_cmd "")" \
     "mkdir -p $LOG_DIR && cd $CODE_DIR && source $VENV/bin/activate && " \
     "echo \"=== \$(date -u) start:${args}\" >> $LOG_FILE && " \
-    "exec python -m zoomin_jax.main${args} >> $LOG_FILE 2>&1"
+    "$(exec_run_cmd "$args") >> $LOG_FILE 2>&1"
 }
 
 RUN_ARGS=()

@@ -135,10 +135,10 @@ cmd_setup() {
 remote_run() {
   local args="" a
   for a in "$@"; do args+=" $(printf '%q' "$a")"; done
-  printf '%s' "sudo pkill -9 -f '$ZOOMIN_PATTERN' && sleep 2; sudo rm -f /tmp/libtpu_lockfile; " \
+  printf '%s' "$(kill_stale_cmd "sudo ")sudo rm -f /tmp/libtpu_lockfile; " \
     "mkdir -p $LOG_DIR && cd $CODE_DIR && source $VENV/bin/activate && " \
     "echo \"=== \$(date -u) start:${args}\" >> $LOG_FILE && " \
-    "exec python -m zoomin_jax.main${args} >> $LOG_FILE 2>&1"
+    "$(exec_run_cmd "$args") >> $LOG_FILE 2>&1"
 }
 
 RUN_ARGS=()

@@ -61,8 +61,9 @@ def test_tpu_run_dry_run_one_command_per_worker():
         (remote,) = [a[len("--command="):] for a in argv if a.startswith("--command=")]
         assert ("python -m zoomin_jax.main --config=configs/full.py --workdir=gs://bucket/run1 --distributed "
                 "--config.batch_size=64") in remote
-        assert "sudo pkill" in remote and "rm -f /tmp/libtpu_lockfile" in remote
-        assert remote.index("sudo pkill") < remote.index("libtpu_lockfile") < remote.index("python -m")
+        assert "sudo kill -9 $p" in remote and "rm -f /tmp/libtpu_lockfile" in remote and "pkill" not in remote
+        assert remote.index("sudo kill -9") < remote.index("libtpu_lockfile") < remote.index("python -m")
+        assert "echo $$ > ~/zoomin_logs/run.pid && exec python -m zoomin_jax.main" in remote
         assert ">> ~/zoomin_logs/worker-$(hostname).log 2>&1" in remote
         subprocess.run([BASH, "-n", "-c", remote], check=True)  # the remote command is valid bash
     assert workers == [f"--worker={i}" for i in range(4)]
@@ -130,25 +131,40 @@ def test_gpu_dry_run_one_ssh_per_host_with_distinct_process_ids():
     assert ids == ["0", "1", "2"]
 
 
-def test_pkill_pattern_matches_the_program_but_not_the_shell_that_runs_pkill(tmp_path):
-    """The remote shell's own command line contains 'python -m zoomin_jax.main'; pkill must not kill it."""
-    pattern = re.search(r"^ZOOMIN_PATTERN='(.*)'$", (LAUNCH / "_common.sh").read_text(), re.M).group(1)
-    pkg = tmp_path / "zoomin_jax"
-    pkg.mkdir()
+def _fake_zoomin(home, name):
+    """A process whose command line is `python -m zoomin_jax.main ...` (a sleeping stand-in), in a new session."""
+    pkg = home / name / "zoomin_jax"
+    pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "main.py").write_text("import time\ntime.sleep(60)\n")
-    prog = subprocess.Popen([sys.executable, "-m", "zoomin_jax.main", "--config=x"], cwd=tmp_path)
-    shell = subprocess.Popen([BASH, "-c", "sleep 60; echo python -m zoomin_jax.main"], start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "zoomin_jax.main", f"--workdir={name}"], cwd=pkg.parent,
+                            start_new_session=True)
+
+
+def test_stop_ends_the_runs_own_process_and_leaves_another_users_zoomin_jax_alone(tmp_path):
+    """Two `python -m zoomin_jax.main` on one host: ours (its pid in the run's pid file, as the run command writes
+    it) and someone else's. The stop command, run by bash as on a worker, must end ours alone; `pkill -f` ended both."""
+    ours, theirs = _fake_zoomin(tmp_path, "ours"), _fake_zoomin(tmp_path, "theirs")
+    (tmp_path / "zoomin_logs").mkdir()
+    (tmp_path / "zoomin_logs" / "run.pid").write_text(f"{ours.pid}\n")
     try:
-        time.sleep(0.5)
-        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-        assert str(prog.pid) in found
-        assert str(shell.pid) not in found
+        time.sleep(0.3)
+        proc = sh(LAUNCH / "gpu_multinode.sh", "stop", env={"DRY_RUN": "1", "HOSTS": "h0", "STOP_GRACE_S": "5"})
+        (argv,) = printed_commands(proc)
+        stop = subprocess.run([BASH, "-c", argv[-1]], env={**os.environ, "HOME": str(tmp_path)}, timeout=30)
+        assert stop.returncode == 0
+        assert ours.wait(10) == -signal.SIGTERM  # SIGTERM first: a real run saves and exits 75
+        assert theirs.poll() is None  # still running
+        # A pid file naming a process that is not zoomin_jax (a reused pid): nothing is signalled.
+        (tmp_path / "zoomin_logs" / "run.pid").write_text(f"{os.getpid()}\n")
+        assert subprocess.run([BASH, "-c", argv[-1]], env={**os.environ, "HOME": str(tmp_path)},
+                              timeout=30).returncode == 0
+        assert theirs.poll() is None
     finally:
-        prog.kill()
-        os.killpg(shell.pid, signal.SIGKILL)  # the shell and its sleep
-        prog.wait()
-        shell.wait()
+        for p in (ours, theirs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 FAKE_REMOTE = textwrap.dedent("""\
@@ -156,7 +172,7 @@ FAKE_REMOTE = textwrap.dedent("""\
     # Fake gcloud/ssh: a run on the failing target exits 3 soon; other runs sleep until killed by "stop".
     args="$*"
     echo "$args" >> "$FAKE_DIR/calls"
-    if [[ $args == *"pkill -f"* && $args != *"zoomin_jax.main --"* ]]; then   # stop
+    if [[ $args == *"kill -TERM"* ]]; then   # stop
       for f in "$FAKE_DIR"/pid.*; do kill "$(cat "$f")" 2>/dev/null || true; done
       exit 0
     fi
@@ -189,7 +205,7 @@ def _stop_on_first_failure(tmp_path, script, args, env, fail_marker, label, rc=3
         assert f"{label} 1 failed (exit code {rc})" in proc.stderr
     assert elapsed < 30  # the survivors were stopped, not waited for (they sleep 60 s)
     calls = (tmp_path / "calls").read_text().splitlines()
-    stops = [c for c in calls if "pkill -f" in c and "zoomin_jax.main --" not in c]
+    stops = [c for c in calls if "kill -TERM" in c]
     assert stops, calls  # the survivors were stopped remotely, which is what ended their sessions
     assert len(calls) - len(stops) == 3  # one run session per target
 
@@ -213,7 +229,8 @@ def test_stop_sends_sigterm_then_sigkill_after_the_grace_period():
     proc = sh(LAUNCH / "gpu_multinode.sh", "stop", env={"DRY_RUN": "1", "HOSTS": "h0", "STOP_GRACE_S": "7"})
     (argv,) = printed_commands(proc)
     remote = argv[-1]
-    assert remote.index("pkill -f") < remote.index("seq 7") < remote.index("pkill -9 -f")
+    assert remote.index("kill -TERM $p") < remote.index("seq 7") < remote.index("kill -9 $p")
+    assert "pkill" not in remote
     subprocess.run([BASH, "-n", "-c", remote], check=True)
 
 

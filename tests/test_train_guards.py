@@ -56,6 +56,16 @@ def test_progress_line_has_rate_images_per_second_and_eta(monkeypatch):
     assert "step 50/1000" in line and "5.00 steps/s" in line and "40.0 img/s" in line and "ETA 3m10s" in line
 
 
+def test_rate_and_eta_when_nothing_is_done_yet_and_after_a_mark():
+    """The first evaluation line can come at batch 0 (a first batch slower than the print interval): '?', not a
+    ZeroDivisionError that would end process 0 of a pod while the others wait."""
+    from zoomin_jax.progress import rate_and_eta
+
+    assert rate_and_eta(0, 40, 0, since_time=100.0, now=135.0) == (0.0, "?")
+    # 12 done since the mark (3 done), 6 s ago: 2 per second; 28 left -> 14 s.
+    assert rate_and_eta(15, 43, 3, since_time=100.0, now=106.0) == (2.0, "0m14s")
+
+
 @pytest.mark.parametrize("field,value,pattern", [
     ("batch_size", 0, r"batch_size=0 must be a positive integer"),
     ("batch_size", -8, r"batch_size=-8 must be a positive integer"),
@@ -112,3 +122,22 @@ def test_a_stage_order_naming_no_stage_is_refused_with_the_tuple_syntax(tmp_path
                                           r"'joint', 'mnet'\] \(on the command line a tuple is written"):
         train.train_and_evaluate(c, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_that_cannot_work_is_one_message_naming_every_problem_and_exit_status_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "zoomin_jax.main", "--config=tests/tiny.py", f"--workdir={tmp_path / 'run'}",
+           "--config.data.eval_batch_size=12", "--config.mine.clusters=0"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ["XLA_FLAGS"]}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    ours = proc.stderr[proc.stderr.index("zoomin_jax: Config cannot work:"):].strip().splitlines()
+    assert ours == ["zoomin_jax: Config cannot work:", "  - mine.clusters=0 must be a positive integer",
+                    "  - data.eval_batch_size=12 is not divisible by the 8 devices of the data axis; use a multiple of "
+                    "8 (e.g. 16)"], ours
+    assert not (tmp_path / "run").exists()  # nothing started

@@ -119,9 +119,9 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
     for k, batch in enumerate(input_pipeline.eval_iterator(config, split, source=source)):
         now = time.perf_counter()
         if now - last >= PROGRESS_EVERY_S and jax.process_index() == 0:  # long splits only: say how far, how fast
-            rate = k / (now - start)
-            print(f"[eval] {split}: batch {k}/{steps} | {rate * config.data.eval_batch_size:.1f} images/s ETA "
-                  f"{progress.format_seconds((steps - k) / rate)}", flush=True)
+            rate, eta = progress.rate_and_eta(k, steps, 0, start, now)
+            print(f"[eval] {split}: batch {k}/{steps} | {rate * config.data.eval_batch_size:.1f} images/s ETA {eta}",
+                  flush=True)
             last = now
         if preemption is not None and preemption.check():
             raise Preempted(f"SIGTERM during the evaluation on {split!r} (before batch {k + 1}); nothing new saved")

@@ -11,7 +11,7 @@
     python -m zoomin_jax.main --config=configs/default.py --mode=forward                      # one forward pass
 
 Exit status: 0 finished; 75 (EX_TEMPFAIL) preempted by SIGTERM, the last completed step saved: run the same
-command again to resume; anything else: failed.
+command again to resume; 2: the config cannot work (every problem named, nothing started); anything else: failed.
 """
 
 import os
@@ -44,6 +44,7 @@ flags.DEFINE_integer("process_id", None, "--distributed without SLURM/TPU: this 
 flags.DEFINE_bool("library_logs", False, "Also show the libraries' INFO logging (by default only this project's "
                   "lines and every library's warnings and errors: Orbax alone logs ~1,600 INFO lines a default run).")
 FLAGS = flags.FLAGS
+EXIT_CONFIG = 2  # a config that cannot work: fix the flags, nothing was started
 
 
 def main(argv):
@@ -63,7 +64,7 @@ def main(argv):
         # None everywhere lets jax detect Cloud TPU / SLURM / Open MPI by itself.
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    from zoomin_jax import agree, checkpoint, evaluate, forward, paths, preemption, train, workdir_lock
+    from zoomin_jax import agree, checkpoint, evaluate, forward, paths, preemption, train, validate, workdir_lock
     from zoomin_jax.data import patient_split
 
     try:
@@ -108,12 +109,15 @@ def main(argv):
         print(f"Preempted: {e}. Exit status {preemption.EXIT_PREEMPTED}: re-run the same command to resume.",
               flush=True)
         preemption.exit_preempted()
+    except (validate.ConfigError, patient_split.SplitError) as e:  # a config that cannot work: every problem, no
+        print(f"zoomin_jax: {e}", file=sys.stderr, flush=True)  # traceback, and its own exit status
+        sys.exit(EXIT_CONFIG)
     except (workdir_lock.WorkdirInUse, agree.Failed) as e:  # one line, no traceback; exit status 1
         sys.exit(f"zoomin_jax: {e}")
     # A broken, mismatched or unreadable checkpoint, an unwritable or full workdir: the step or path, the reason,
     # the fix; the same line on every process of a multi-process run (`agree.py`).
     except (checkpoint.BrokenCheckpoint, checkpoint.CheckpointMismatch, checkpoint.RestoreFailed,
-            paths.StorageError, patient_split.SplitError) as e:
+            paths.StorageError) as e:
         sys.exit(f"zoomin_jax: {e}")
 
 

@@ -208,8 +208,8 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what) -> 
                     first = (k, now)
                     speed = f"first batch in {now - start:.1f} s (compiling included)"
                 else:
-                    rate = (k - first[0]) / max(now - first[1], 1e-9)
-                    speed = f"{rate:.2f} photographs/s ETA {progress.format_seconds((total - k) / rate)}"
+                    rate, eta = progress.rate_and_eta(k, total, first[0], first[1], now)
+                    speed = f"{rate:.2f} photographs/s ETA {eta}"
                 print(f"[predict] {k}/{total} photographs ({len(unreadable)} unreadable) | {speed}", flush=True)
     _write(out_dir, rows, unreadable, step)
     page = report.write_report(out_dir, rows, unreadable, step, workdir)

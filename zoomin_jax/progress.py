@@ -16,6 +16,16 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def rate_and_eta(done: float, total: float, since_done: float, since_time: float,
+                 now: float | None = None) -> tuple[float, str]:
+    """The one rule for every progress line (training, evaluation, predict): the rate since a mark (items per
+    second) and the time left at that rate, '?' while nothing has been done since the mark (no division by zero
+    when the first line comes at once, e.g. after a slow first batch)."""
+    now = time.perf_counter() if now is None else now
+    rate = (done - since_done) / max(now - since_time, 1e-9)
+    return rate, (format_seconds((total - done) / rate) if rate > 0 else "?")
+
+
 class Progress:
     """Steps per second, images per second and ETA over a moving window of recent steps."""
 
@@ -25,14 +35,11 @@ class Progress:
 
     def line(self, step: int, stage: str, scalars: dict[str, float]) -> str:
         now = time.perf_counter()
-        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        rate, eta = rate_and_eta(step, self.total, self.last_step, self.last_time, now)
         self.last_step, self.last_time = step, now
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
         values = " ".join(f"{k} {v:.4f}" for k, v in scalars.items())
-        return (
-            f"[{stage}] step {step}/{self.total} {values} | {rate:.2f} steps/s {rate * self.batch:.1f} img/s "
-            f"ETA {format_seconds(eta) if eta != float('inf') else '?'}"
-        )
+        speed = f"{rate:.2f} steps/s {rate * self.batch:.1f} img/s"
+        return f"[{stage}] step {step}/{self.total} {values} | {speed} ETA {eta}"
 
 
 class MetricWriter:
