@@ -138,6 +138,10 @@ def get_config() -> ml_collections.ConfigDict:
     # (into M-Net and C-Net); "" (here): random initialisation. A named file that is missing stops the run before
     # anything is prepared or compiled.
     c.init_from = ""
+    # With a workdir in init_from: take only its M-Net (backbone and grading head) into M-Net, and its backbone into
+    # C-Net layer by layer (a shallower C-Net takes the layers it has); A-Net and the other heads random. For a
+    # backbone pretrained by another config (configs/eyepacs256_pretrain.py). False: every variable of the workdir.
+    c.init_from_backbone = False
     # Random initialisation drawn on the host with numpy (flax's default distributions; nothing compiled) instead of
     # a jitted flax init (ours). Off here: the jitted init takes ~13 s at this size and the README's figures were
     # made with it; configs/full.py turns it on (~65 s of compiling at paper scale on 2 CPU cores).

@@ -141,6 +141,12 @@ def place(tree: Any, target: Any) -> Any:
 
 def load_workdir(path: str, target: Any) -> Any:
     """Weights only from another run's workdir (its latest checkpoint), restored onto `target`'s shardings."""
+    ckpt, step = _source(path)
+    logging.info("Initialising from %s step %d (weights only)", path, step)
+    return ckpt.restore(step, target)["model"]
+
+
+def _source(path: str) -> tuple[checkpoint.Checkpointer, int]:
     ckpt = checkpoint.Checkpointer(path, async_save=False)
     step = ckpt.latest_step()
     if step is None:
@@ -148,8 +154,63 @@ def load_workdir(path: str, target: Any) -> Any:
             f"config.init_from={path!r} has no checkpoint (looked in {ckpt.directory}); pass a workdir of a "
             "finished or running zoomin_jax run, or a Keras Inception-ResNet-v2 .h5 weight file"
         )
-    logging.info("Initialising from %s step %d (weights only)", path, step)
-    return ckpt.restore(step, target)["model"]
+    return ckpt, step
+
+
+def load_backbone(path: str, target: Any, init_fn: Callable[[], Any]) -> Any:
+    """`config.init_from_backbone`: another run's M-Net (backbone and grading head) into M-Net, and its backbone
+    into C-Net layer by layer (C-Net's stack may be shallower: it takes the layers of the same name and shape and
+    keeps the rest of its fresh init); A-Net and the other heads fresh. The source may be of another config (e.g.
+    `configs/eyepacs256_pretrain.py`, other image sizes): only the M-Net's layers must fit.
+
+    Raises:
+      ValueError: the source's M-Net does not have this config's M-Net layout (another width or depth), naming the
+        first layer that differs.
+    """
+    ckpt, step = _source(path)
+    repl = jax.tree_util.tree_leaves(target)[0].sharding
+    import orbax.checkpoint as ocp
+
+    saved = ocp.StandardCheckpointHandler().metadata(ckpt.step_dir(step) / "model")  # the source's own tree
+    source_target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=repl),
+                                           dict(saved))
+    source = jax.device_get(ckpt.restore(step, source_target)["model"])
+    fresh = jax.device_get(init_fn())
+    out = {col: dict(fresh[col]) for col in fresh}
+    for col in ("params", "batch_stats"):
+        for part in ("mnet", "mnet_head"):
+            if part not in fresh[col]:
+                continue
+            _check_fits(fresh[col][part], source[col].get(part), f"{col}[{part!r}]", path)
+            out[col][part] = source[col][part]
+        cnet, copied, kept = dict(fresh[col]["cnet"]), 0, []
+        for layer, value in fresh[col]["cnet"].items():
+            theirs = source[col]["mnet"].get(layer)
+            if theirs is not None and _shapes(theirs) == _shapes(value):
+                cnet[layer], copied = theirs, copied + 1
+            else:
+                kept.append(layer)
+        out[col]["cnet"] = cnet
+        logging.info("init_from_backbone %s: C-Net took %d of its %d %s layers from the source's M-Net%s", path,
+                     copied, copied + len(kept), col, f" (fresh: {', '.join(kept[:5])})" if kept else "")
+    logging.info("Initialising M-Net (backbone and head) and C-Net's backbone from %s step %d; A-Net and the other "
+                 "heads fresh", path, step)
+    return place(out, target)
+
+
+def _shapes(tree: Any) -> list:
+    return [(jax.tree_util.keystr(p), tuple(np.shape(x))) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _check_fits(ours: Any, theirs: Any, what: str, path: str) -> None:
+    if theirs is None:
+        raise ValueError(f"config.init_from={path!r}: its checkpoint has no {what}")
+    mine, other = dict(_shapes(ours)), dict(_shapes(theirs))
+    if mine != other:
+        diff = sorted(set(mine.items()) ^ set(other.items()))[0][0]
+        raise ValueError(f"config.init_from={path!r} with init_from_backbone: {what}{diff} is "
+                         f"{other.get(diff, 'absent')} there, {mine.get(diff, 'absent')} here (another width or "
+                         "depth of M-Net); use a source trained with this config's model.mnet")
 
 
 def load(path: str, target: Any, config: ml_collections.ConfigDict, init_fn: Callable[[], Any]) -> Any:
@@ -165,6 +226,8 @@ def load(path: str, target: Any, config: ml_collections.ConfigDict, init_fn: Cal
       {'params', 'batch_stats'} on `target`'s shardings.
     """
     if not path.endswith(".h5"):
+        if config.get("init_from_backbone", False):
+            return load_backbone(path, target, init_fn)
         return load_workdir(path, target)
     check_full_backbones(config)
     backbone = keras_import.from_keras_h5(paths.resolve(path))
