@@ -273,7 +273,7 @@ def _write_idrid_boxes(path: Path, with_test: bool) -> dict:
     }
 
 
-def make_messidor(root: Path, sheet: str = "xls") -> dict:
+def make_messidor(root: Path, sheet: str = "xls", hw: tuple[int, int] = PHOTO_HW) -> dict:
     """Messidor layout: Base11 and Base12 folders with .tif photos and Annotation_BaseNN.{xls,csv}.
 
     Base12 lists one image twice with the same grade (kept once, the duplicate reported apart: nothing dropped) and
@@ -296,7 +296,7 @@ def make_messidor(root: Path, sheet: str = "xls") -> dict:
         d.mkdir(parents=True)
         for name in dict.fromkeys(r[0] for r in rows):
             seed += 1
-            Image.fromarray(fundus_photo(seed=seed)).save(d / f"{name}.tif")
+            Image.fromarray(fundus_photo(hw=hw, seed=seed)).save(d / f"{name}.tif")
         table = [[f"{n}.tif", "Service Ophtalmologie Lariboisière", g, e] for n, g, e in rows]
         if sheet == "xls":
             import xlwt
@@ -339,4 +339,20 @@ def make_eyepacs_patients(root: Path, patients: int = 30, one_eyed: tuple[int, .
         (root / "test").mkdir()
         (root / "test" / "1_left.jpeg").write_bytes(jpeg_bytes(fundus_photo(hw=(256, 320), seed=99)))
         _write_csv(root / "retinopathy_solution.csv", ["image", "level", "Usage"], [["1_left", 2, usage]])
+    return expected
+
+
+def make_idrid_graded(root: Path, grades: tuple[int, ...] = (0, 2, 3, 4), hw: tuple[int, int] = (300, 420)) -> dict:
+    """The graded training set of the IDRiD layout alone (no segmentation set, no boxes CSV), photographs of `hw`
+    (large enough for the default minimum side). Returns {id: grade}."""
+    img_dir = root / IDRID_GRADED / "1. Original Images" / "a. Training Set"
+    img_dir.mkdir(parents=True)
+    rows, expected = [], {}
+    for i, grade in enumerate(grades):
+        name = f"IDRiD_{i + 1:03d}"
+        (img_dir / f"{name}.jpg").write_bytes(jpeg_bytes(fundus_photo(hw=hw, seed=900 + i), quality=95))
+        rows.append([name, grade, 0])
+        expected[name] = grade
+    _write_csv(root / IDRID_GRADED / "2. Groundtruths" / "a. IDRiD_Disease Grading_Training Labels.csv",
+               ["Image name", "Retinopathy grade", "Risk of macular edema "], rows)
     return expected

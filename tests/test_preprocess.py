@@ -7,7 +7,7 @@ import pytest
 from fixtures_real import fundus_photo, jpeg_bytes
 from PIL import Image, ImageFile
 
-from zoomin_jax.data import preprocess, skips
+from zoomin_jax.data import photo, preprocess, skips
 
 
 def _png(img: np.ndarray, mode: str) -> bytes:
@@ -93,7 +93,8 @@ def test_lesion_box_maps_to_blob_in_stored_image():
     blob = (150, 250, 170, 280)
     img[blob[0] : blob[2], blob[1] : blob[3]] = (0, 255, 0)
     size = 128
-    stored, t = preprocess.process_photo(jpeg_bytes(img, quality=98), size, min_side=64)
+    prepared = photo.prepare(jpeg_bytes(img, quality=98), size, False, min_side=64)
+    stored, t = prepared.stored, prepared.transform
     assert stored.shape == (size, size, 3)
     box, keep = t.map_boxes(np.array([blob]), size)
     assert keep.tolist() == [True]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoomin_jax.data import augment, eyepacs, fov, idrid, messidor, preprocess, skips
+from zoomin_jax.data import augment, eyepacs, fov, idrid, messidor, photo, preprocess, skips
 
 SIZE = 64
 
@@ -345,7 +345,8 @@ def test_real_idrid(tmp_path):
     assert len(stored) == 16
     ex_contrast = []
     for path in photos:
-        image, t = preprocess.process_photo(path, 128)
+        prepared = photo.prepare(path, 128, False)
+        image, t = prepared.stored, prepared.transform
         sets = idrid.lesion_sets(idrid._mask_files(gt, path.stem))
         assert {k for _, k, _ in sets} == {"haemorrhage", "hard_exudate"}
         all_boxes = []

@@ -305,7 +305,7 @@ def test_locate_optic_disc_on_real_photographs_lands_in_the_annotated_disc():
 
     import jax
 
-    from zoomin_jax.data import preprocess
+    from zoomin_jax.data import photo
 
     root = Path(__file__).resolve().parents[2] / "shared" / "data" / "idrid"
     photos = root / "B. Disease Grading" / "1. Original Images" / "a. Training Set"
@@ -314,7 +314,8 @@ def test_locate_optic_disc_on_real_photographs_lands_in_the_annotated_disc():
     names = sorted(discs)[:24]
     stored, boxes = [], []
     for name in names:
-        image, transform = preprocess.process_photo(photos / f"{name}.jpg", 400, use_graham=True)
+        prepared = photo.prepare(photos / f"{name}.jpg", 400, True)
+        image, transform = prepared.stored, prepared.transform
         box, keep = transform.map_boxes(np.asarray([discs[name]]), 400, boxes_frame_hw=(1424, 2144))
         assert keep.all()
         stored.append(image)

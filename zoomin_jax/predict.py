@@ -54,7 +54,7 @@ import numpy as np
 
 from zoomin_jax import evaluate, metrics, overlay, progress, report, sharding
 from zoomin_jax.data import fov as fov_lib
-from zoomin_jax.data import input_pipeline, preprocess
+from zoomin_jax.data import input_pipeline, photo, preprocess
 from zoomin_jax.models.zoom_in import cell_centres
 from zoomin_jax.validate import validate_config
 
@@ -84,17 +84,13 @@ class Prepared:
 
 
 def prepare(path: Path, config: ml_collections.ConfigDict) -> Prepared:
-    """One photograph prepared as the builders do; raises `preprocess.BadPhoto` for an unusable file."""
-    size = config.model.image_size
-    image, t = preprocess.disc_square(str(path), size)
-    rows = fov_lib.field_of_view(image, graham=config.data.graham)  # before Graham, which greys the black bands
-    display = image
-    if config.data.graham:
-        image = preprocess.graham(image)
+    """One photograph prepared as the builders do (`data/photo.py`); raises `preprocess.BadPhoto` for an unusable
+    file."""
+    p = photo.prepare(str(path), config.model.image_size, bool(config.data.graham))
     # Through the builders' JPEG encoding and the input pipeline's decoder: the very pixels training and evaluation
     # read from a prepared dataset, so a photograph of the evaluation split gets the evaluation's prediction.
-    image = input_pipeline.decode_jpeg(preprocess.encode_jpeg(image))
-    return Prepared(image, display, rows.astype(np.int16), t, preprocess.photo_size(str(path)))
+    image = input_pipeline.decode_jpeg(preprocess.encode_jpeg(p.stored))
+    return Prepared(image, p.display, p.fov_rows.astype(np.int16), p.transform, preprocess.photo_size(str(path)))
 
 
 def photo_boxes(boxes: np.ndarray, t: preprocess.CropTransform, image_size: int,

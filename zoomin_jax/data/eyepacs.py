@@ -70,8 +70,9 @@ def _example(task, config: skips.RealConfig) -> dict:
 class Eyepacs(skips.RealBuilder):
     """Kaggle EyePACS diabetic-retinopathy photographs, grades 0-4, from the user's download."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "1.1.0": "fov_rows stored, taken before Graham as for IDRiD and predict (data/photo.py)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     _MANUAL_WHAT = "the Kaggle download: train/, trainLabels.csv, optionally test/ and retinopathy_solution.csv"
     _DESCRIPTION = "EyePACS fundus photographs graded 0-4 (Kaggle Diabetic Retinopathy Detection, 2015)."

@@ -57,7 +57,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from zoomin_jax.data import features, fov, label_sidecar, preprocess, skips
+from zoomin_jax.data import features, label_sidecar, photo, preprocess, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download IDRiD (Indian Diabetic Retinopathy Image Dataset, Porwal et al. 2018, IEEE Dataport) and extract
@@ -264,10 +264,8 @@ def _example(task, config: skips.RealConfig, boxes_counter: skips.SkipCounter | 
     """One stored example: the photo cut to its disc, lesion boxes (CSV, else masks), optic disc, field of view."""
     name, path, (grade, edema), same, masks, csv_boxes = task
     size = config.image_size
-    stored, t = preprocess.disc_square(path, size, min_side=config.min_side)
-    fov_rows = fov.field_of_view(stored, graham=config.graham)  # before Graham, which greys the black bands
-    if config.graham:
-        stored = preprocess.graham(stored)
+    prepared = photo.prepare(path, size, config.graham, min_side=config.min_side)
+    stored, t, fov_rows = prepared.stored, prepared.transform, prepared.fov_rows
     boxes, kinds = [], []
     for raw, kind, frame_hw in lesion_sets(masks) if csv_boxes is None else ():
         boxes.append(t.map_boxes(raw, size, boxes_frame_hw=frame_hw)[0])

@@ -91,8 +91,9 @@ def _example(task, config: skips.RealConfig) -> dict:
 class Messidor(skips.RealBuilder):
     """Messidor photographs, Messidor retinopathy grade 0-3 (not ICDR) and macular-edema risk 0-2."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "1.1.0": "fov_rows stored, taken before Graham as for IDRiD and predict (data/photo.py)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     _MANUAL_WHAT = "the extracted Messidor folders Base11 ... Base34"
     _DESCRIPTION = "Messidor fundus photographs: Messidor retinopathy grade 0-3 (not ICDR), macular edema 0-2."

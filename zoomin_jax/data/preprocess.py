@@ -12,7 +12,8 @@ The steps, each a plain function so tests and notebooks can call them alone:
 3. `resize` to the stored size, then optionally `graham` (Ben Graham's local-contrast normalisation).
 4. `encode_jpeg` for the `image` feature.
 
-`process_photo` chains 1-3 (`disc_square` is 1-2 and the resize, without Graham).
+`disc_square` chains 1-2 and the resize; `data/photo.py` adds the field of view and Graham: the one preparation
+the builders and `--mode=predict` share.
 """
 
 from __future__ import annotations
@@ -289,24 +290,9 @@ def graham_inside(h: int, w: int, scale: float | None = None) -> np.ndarray:
     return (yy + 0.5 - h / 2) ** 2 + (xx + 0.5 - w / 2) ** 2 <= (0.9 * scale) ** 2
 
 
-def process_photo(
-    source: PhotoSource, image_size: int, *, use_graham: bool = False, min_side: int = 256
-) -> tuple[np.ndarray, CropTransform]:
-    """decode (draft-scaled to what `image_size` needs) -> crop to the disc -> resize -> optional Graham.
-
-    Returns:
-      (stored uint8 (image_size, image_size, 3), CropTransform in the decoded photo's frame: pass the mask's or the
-      full photo's (height, width) as `boxes_frame_hw` to `CropTransform.map_boxes`).
-    """
-    stored, transform = disc_square(source, image_size, min_side=min_side)
-    if use_graham:
-        stored = graham(stored)
-    return stored, transform
-
-
 def disc_square(source: PhotoSource, image_size: int, *, min_side: int = 256) -> tuple[np.ndarray, CropTransform]:
-    """decode -> crop to the disc -> resize: `process_photo` before Graham, for callers that need the photo's own
-    brightness (e.g. its field of view, `zoomin_jax.data.fov`) and then normalise it themselves."""
+    """decode -> crop to the disc -> resize (`data/photo.py` adds the field of view and Graham: the one
+    preparation the builders and predict share)."""
     # The disc spans about the photo's shorter side; 25 % headroom keeps the final resize a reduction.
     photo = decode_photo(source, min_side=min_side, draft_size=int(image_size * 1.25))
     square, transform = crop_to_disc(photo)

@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from zoomin_jax.data import features as features_lib
-from zoomin_jax.data import preprocess
+from zoomin_jax.data import photo, preprocess
 
 
 class SkipCounter:
@@ -102,7 +102,7 @@ class RealConfig(tfds.core.BuilderConfig):
 
     image_size: int = 400
     graham: bool = False
-    min_side: int = 256
+    min_side: int = photo.MIN_SIDE
 
 
 def config_name(image_size: int, graham: bool, min_side: int = 256) -> str:
@@ -212,9 +212,8 @@ def photo_example(
     Raises:
       BadPhoto: from `preprocess` (unusable photo).
     """
-    stored, transform = preprocess.process_photo(
-        source, config.image_size, use_graham=config.graham, min_side=config.min_side
-    )
+    prepared = photo.prepare(source, config.image_size, config.graham, min_side=config.min_side)
+    stored, transform = prepared.stored, prepared.transform
     full_hw = None
     boxes, kinds = [], []
     for raw, kind, frame_hw in lesion_sets:
@@ -227,6 +226,7 @@ def photo_example(
     return {
         **fields,
         "image": preprocess.encode_jpeg(stored),
+        "fov_rows": prepared.fov_rows,
         "lesions": {
             "box": np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int32),
             "kind": kinds,
@@ -258,7 +258,9 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(
             builder=self,
             description=self._DESCRIPTION,
-            features=features_lib.example_features(extra=self._extra_features()),
+            # Every real example stores its field of view (data/photo.py), taken before Graham hides it.
+            features=features_lib.example_features(
+                extra={"fov_rows": features_lib.localisation_features()["fov_rows"], **self._extra_features()}),
             homepage=self._HOMEPAGE,
             citation=self._CITATION,
             # Filled with {"skipped": {split: {reason: count}}} while preparing; saved as metadata.json.
