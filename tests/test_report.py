@@ -4,6 +4,7 @@ filtered by its script. Headless Chromium (Debian's package, installed by .ci/ru
 import re
 import shutil
 import subprocess
+import urllib.parse
 from html.parser import HTMLParser
 
 import numpy as np
@@ -39,7 +40,8 @@ def page(tmp_path_factory):
         display = rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)
         boxes = np.array([[10, 10, 60, 60], [40, 30, 90, 80]])
         pic = overlay.picture(display, rng.random((7, 7)), rng.random((7, 7, 4)), boxes, centres, f"photo {i}", "gated")
-        rel = f"pictures/{'sub/' if i % 2 else ''}photo{i}.jpg.png"
+        # photo 5's name holds what a URL reads as a fragment, a query and an escape
+        rel = f"pictures/{'sub/' if i % 2 else ''}photo{i}{' #1?x=%41' if i == 5 else ''}.jpg.png"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         pic.save(out / rel)
         probs = np.full(5, 0.0)
@@ -47,8 +49,10 @@ def page(tmp_path_factory):
         rows.append({"path": rel[9:-4], "photo_width": 600, "photo_height": 400, "grade": grade,
                      "probabilities": list(probs + 0.1), "expected_grade": float(grade), "grade_thresholded": grade,
                      "p_abnormal": max(p_ref, 0.5), "abnormal": True, "p_referable": p_ref, "referable": p_ref > 0.5,
-                     "boxes": boxes.tolist(), "box_scores": [0.5, 0.25], "picture": rel})
-    path = report.write_report(out, rows, [("broken.jpg", "truncated", "image file is truncated")], 8, "runs/x")
+                     "boxes": boxes.tolist(), "box_scores": [0.5, 0.25], "picture": rel,
+                     "thresholds": "fitted on validation at step 8"})
+    path = report.write_report(out, rows, [("broken.jpg", "truncated", "image file is truncated")], 8, "runs/x",
+                               levels=(3, 4))
     return path, rows
 
 
@@ -57,8 +61,10 @@ def test_the_page_is_self_contained_and_names_only_pictures_that_exist(page):
     text = path.read_text()
     parser = _Tags()
     parser.feed(text)
-    srcs = [a["src"] for tag, a in parser.tags if tag == "img"]
-    assert len(srcs) == len(rows) and all((path.parent / s).is_file() for s in srcs)
+    srcs = [a["src"] for tag, a in parser.tags if tag == "img"]  # URL paths: unquoted, they name the files
+    assert len(srcs) == len(rows) and all((path.parent / urllib.parse.unquote(s)).is_file() for s in srcs)
+    assert "lesion levels 3, 4" in text and "levels 1-4" not in text  # the levels the boxes are chosen on
+    assert text.count("fitted on validation at step 8") == len(rows)
     refs = [a.get("src") or a.get("href") for tag, a in parser.tags if tag in ("img", "script", "link", "a")]
     assert not [r for r in refs if r and re.match(r"(https?:)?//", r)], refs  # nothing from a network
     assert "broken.jpg" in text and "truncated" in text
@@ -89,6 +95,12 @@ def test_chromium_renders_it_loads_every_picture_sorts_and_filters(page, tmp_pat
     assert shown == sorted((str(r["grade"]), r["path"]) for r in rows if r["grade"] == 2)
     assert [p for _, p, _ in cards] == sorted(r["path"] for r in rows)
     assert re.search(r'<span id="shown">2</span>', dump.stdout)
+    # Values the page does not know (a hand-edited address): ignored, the default view, no script error.
+    dump = _chromium(url + "#sort=file&grade=9", "--dump-dom", tmp=tmp_path)
+    assert "Uncaught" not in dump.stderr and not re.search(r"CONSOLE.*[Ee]rror", dump.stderr), dump.stderr[-2000:]
+    order = [float(x) for x in re.findall(r'data-referable="([0-9.]+)"', dump.stdout)]
+    assert order == sorted((r["p_referable"] for r in rows), reverse=True)
+    assert re.search(rf'<span id="shown">{len(rows)}</span>', dump.stdout)
     # A screenshot a person would see: not a blank page.
     shot = tmp_path / "report.png"
     _chromium(url, f"--screenshot={shot}", "--window-size=1000,1400", tmp=tmp_path)

@@ -275,6 +275,32 @@ def test_predict_on_a_prepared_split_gives_the_runs_own_evaluation_rows(uninterr
     header = open(tmp_path / "out" / "predictions.csv").readline()
     assert header.startswith("path,photo_height,photo_width,label,grade,p0")
     assert (tmp_path / "out" / "report.html").read_text().count("true grade") == 8
+    # The run's thresholds were fitted on this very split at this step: every grade from them says so.
+    assert {r["thresholds"] for r in out["rows"]} == {"fitted on validation at step 8 (in-sample)"}
+    assert {r["thresholds"] for r in csv.DictReader(open(tmp_path / "out" / "predictions.csv"))} == {
+        "fitted on validation at step 8 (in-sample)"}
+    assert (tmp_path / "out" / "report.html").read_text().count("(in-sample)") == 8
+
+
+def test_thresholds_are_applied_only_at_the_step_they_were_fitted_and_in_sample_is_flagged(tmp_path):
+    """eval_results.json names each head's step: thresholds of another checkpoint are not applied; a kappa from
+    thresholds fitted on the split it is reported on carries a * in the table."""
+    from zoomin_jax import evaluate, metrics
+
+    reports = {"M-Net": {"step": 4, "thresholds": [0.5, 1.5, 2.5, 3.5], "thresholds_fitted_on": "validation"},
+               "Zoom-in-Net": {"step": 8, "thresholds": [0.4, 1.4, 2.4, 3.4], "thresholds_fitted_on": "validation"}}
+    (tmp_path / "eval_results.json").write_text(json.dumps(reports))
+    assert evaluate.saved_thresholds(str(tmp_path), 8) == {
+        "zoom_in": {"values": [0.4, 1.4, 2.4, 3.4], "split": "validation", "step": 8}}
+    assert evaluate.saved_thresholds(str(tmp_path), 5) == {}
+    labels = np.array([0, 1, 2, 3, 4, 0, 2, 1])
+    probs = np.eye(5)[[0, 1, 2, 3, 4, 1, 2, 0]] * 0.9 + 0.02
+    inside = {**metrics.grading_report(labels, probs, [0.5, 1.5, 2.5, 3.5]), "thresholds_in_sample": True}
+    apart = {**metrics.grading_report(labels, probs, [0.5, 1.5, 2.5, 3.5]), "thresholds_in_sample": False}
+    table = metrics.format_ablation_table({"M-Net": apart, "Zoom-in-Net": inside}).splitlines()
+    assert table[2].split()[2] == f"{apart['kappa_thresholded']:.3f}"
+    assert table[3].split()[2] == f"{inside['kappa_thresholded']:.3f}*"
+    assert table[-1] == "* thresholds fitted on these same photographs (in-sample: optimistic)"
 
 
 def test_mine_clusters_each_patch_by_its_own_photographs_feature(uninterrupted, data_dir, tmp_path, capsys):

@@ -181,9 +181,17 @@ def prob_columns(head: str, k: int = 5) -> list[str]:
     return [f"p{c}" if head == "zoom_in" else f"{head}_p{c}" for c in range(k)]
 
 
-def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] | None = None) -> None:
-    """One CSV row per image: id, label, the patient (datasets with patients), each head's grade, every head's
-    probabilities (so every figure of the ablation can be recomputed from the file), the boxes."""
+def thresholds_note(split: str, step: int, reported_on: str) -> str:
+    """Where thresholds came from, for CSVs, JSON and reports: 'fitted on validation at step 2600', with
+    ' (in-sample)' when they are applied to the split they were fitted on (optimistic)."""
+    return f"fitted on {split} at step {step}" + (" (in-sample)" if split == reported_on else "")
+
+
+def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] | None = None,
+                      note: str = "") -> None:
+    """One CSV row per image: id, label, the patient (datasets with patients), each head's grade, the thresholded
+    grades with where their thresholds came from (`note`, `thresholds_note`), every head's probabilities (so every
+    figure of the ablation can be recomputed from the file), the boxes."""
     paths.ensure_dir(paths.join(path).parent)
     k = preds["probs"]["zoom_in"].shape[1]
     n_boxes = preds["boxes"].shape[1]
@@ -191,7 +199,7 @@ def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] 
     with paths.join(path).open("w") as f:
         w = csv.writer(f)
         header = ["id", "label"] + (["patient"] if patients is not None else []) + [f"grade_{h}" for h in HEADS]
-        header += [f"grade_{h}_thresholded" for h in (thresholds or {})]
+        header += [f"grade_{h}_thresholded" for h in (thresholds or {})] + (["thresholds"] if thresholds else [])
         header += [c for h in ("zoom_in", "mnet", "mnet_anet") for c in prob_columns(h, k)]
         header += [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1")]
         w.writerow(header)
@@ -200,7 +208,7 @@ def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] 
                for h, t in (thresholds or {}).items()}
         for i, image_id in enumerate(preds["id"]):
             w.writerow([image_id, int(preds["label"][i])] + ([int(patients[i])] if patients is not None else [])
-                       + [int(grades[h][i]) for h in HEADS] + [int(thr[h][i]) for h in thr]
+                       + [int(grades[h][i]) for h in HEADS] + [int(thr[h][i]) for h in thr] + ([note] if thr else [])
                        # 9 significant digits: a float32 exactly, so figures recomputed from the file are the run's
                        + [f"{p:.9g}" for h in ("zoom_in", "mnet", "mnet_anet") for p in preds["probs"][h][i]]
                        + preds["boxes"][i].reshape(-1).tolist())
@@ -215,13 +223,15 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
     Args:
       head: 'mnet' | 'mnet_anet' | 'zoom_in' | 'all'.
       split: defaults to config.data.eval_split.
-      thresholds: {head: 4 thresholds} fitted elsewhere (e.g. on validation); when None they are fitted on this
-        split's expected grades, which is optimistic for this split and recorded as such.
+      thresholds: `saved_thresholds` ({head: {"values", "split", "step"}}) fitted elsewhere (e.g. on validation at
+        this step); heads without them get thresholds fitted on this split's expected grades, which is optimistic
+        for this split and recorded as in-sample.
       preemption: checked between batches; after SIGTERM `Preempted` is raised and nothing is written.
 
     Returns:
       {display name: grading report (+ 'lesion_recall' with its chance levels 'chance@k', 'optic_disc' where the
-      dataset has optic-disc boxes, 'split', 'step', 'thresholds_fitted_on')}.
+      dataset has optic-disc boxes, 'split', 'step', 'thresholds_fitted_on', 'thresholds_step',
+      'thresholds_in_sample')}.
     """
     split = split or config.data.eval_split
     preds = predict(model, variables, config, mesh, split, eval_step, preemption)
@@ -234,16 +244,18 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
                                                    preds["fov_rows"], patch, ks=range(1, 9)))
     disc = metrics.optic_disc_first(preds["boxes"], preds["optic_disc"], preds["optic_disc_valid"], preds["fov_rows"],
                                     patch)
-    reports, used = {}, {}
+    reports, used, notes = {}, {}, set()
     for h in heads:
         probs, labels = preds["probs"][h], preds["label"]
         if thresholds and h in thresholds:
-            t, source = np.asarray(thresholds[h]), "given"
+            t, source, at = np.asarray(thresholds[h]["values"]), thresholds[h]["split"], int(thresholds[h]["step"])
         else:
-            t, source = metrics.fit_thresholds(metrics.expected_grade(probs), labels), split
+            t, source, at = metrics.fit_thresholds(metrics.expected_grade(probs), labels), split, int(step)
         used[h] = t
+        notes.add(thresholds_note(source, at, split))
         report = metrics.grading_report(labels, probs, thresholds=t)
-        report.update({"split": split, "step": int(step), "thresholds_fitted_on": source, "num_examples": len(labels)})
+        report.update({"split": split, "step": int(step), "thresholds_fitted_on": source, "thresholds_step": at,
+                       "thresholds_in_sample": source == split, "num_examples": len(labels)})
         if recall is not None:
             report["lesion_recall"] = recall
         if disc["num_images"]:
@@ -258,7 +270,8 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
     for line in metrics.format_localisation(recall, disc, k=4):
         print(f"[eval {tag}] {line}", flush=True)
     if jax.process_index() == 0:
-        write_predictions(str(paths.join(workdir, "predictions", f"{tag}_step{step}_{split}.csv")), preds, used)
+        write_predictions(str(paths.join(workdir, "predictions", f"{tag}_step{step}_{split}.csv")), preds, used,
+                          "; ".join(sorted(notes)))
     logging.info("Evaluated %s on %s at step %d", heads, split, step)
     return reports
 
@@ -268,10 +281,25 @@ def load_results(workdir: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def saved_thresholds(workdir: str) -> dict[str, list]:
-    """{head: thresholds} the run fitted on its evaluation split (heads without any are left out)."""
+def saved_thresholds(workdir: str, step: int) -> dict[str, dict]:
+    """{head: {"values": 4 thresholds, "split": where they were fitted, "step": of which checkpoint}} the run fitted
+    at `step` (its stage-end evaluations; heads evaluated at another step are left out, with one line: thresholds of
+    another checkpoint's expected grades would cut this one's in the wrong places)."""
     saved = load_results(workdir)
-    return {h: saved[name]["thresholds"] for h, name in HEADS.items() if name in saved and "thresholds" in saved[name]}
+    out, other = {}, []
+    for h, name in HEADS.items():
+        r = saved.get(name, {})
+        if "thresholds" not in r:
+            continue
+        if int(r.get("thresholds_step", r.get("step", -1))) == int(step):
+            out[h] = {"values": r["thresholds"], "split": r.get("thresholds_fitted_on", r.get("split")),
+                      "step": int(step)}
+        else:
+            other.append(f"{name} (step {r.get('step')})")
+    if other:
+        logging.warning("thresholds of %s not applied to step %d: fitted on another checkpoint", ", ".join(other),
+                        step)
+    return out
 
 
 def save_results(workdir: str, results: dict) -> None:
@@ -328,7 +356,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
         workdir = paths.resolve(workdir)
         model, mesh, variables, step = restore_model(config, workdir, step)
         split = split or config.data.eval_split
-        thresholds = saved_thresholds(workdir) if split != config.data.eval_split else None
+        thresholds = saved_thresholds(workdir, step) if split != config.data.eval_split else None
         reports = evaluate_heads(model, variables, config, mesh, workdir, step, head="all", tag="eval",
                                  split=split, thresholds=thresholds, preemption=preemption)
     print(f"\nCheckpoint step {step} on '{split}' ({config.data.name}):\n{metrics.format_ablation_table(reports)}")

@@ -467,17 +467,20 @@ def format_ablation_table(rows: Mapping[str, Mapping]) -> str:
         order. A missing or None value prints as "-".
 
     Returns:
-      The table: a header line, a rule, one line per row; numbers with three decimals.
+      The table: a header line, a rule, one line per row; numbers with three decimals; a kappa(thr) from thresholds
+      fitted on the same split (`thresholds_in_sample`) carries a * and a note under the table.
     """
     header = ["model"] + [name for name, _ in ABLATION_COLUMNS]
-    lines = []
+    lines, in_sample = [], False
     for name, report in rows.items():
         cells = [str(name)]
         for _, path in ABLATION_COLUMNS:
             value = report
             for key in path:
                 value = value.get(key) if isinstance(value, Mapping) else None
-            cells.append("-" if value is None else f"{float(value):.3f}")
+            star = path == ("kappa_thresholded",) and value is not None and report.get("thresholds_in_sample")
+            in_sample |= bool(star)
+            cells.append("-" if value is None else f"{float(value):.3f}" + ("*" if star else ""))
         lines.append(cells)
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
 
@@ -487,7 +490,8 @@ def format_ablation_table(rows: Mapping[str, Mapping]) -> str:
         return "  ".join([first, *rest])
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([render(header), rule, *(render(cells) for cells in lines)])
+    note = ["* thresholds fitted on these same photographs (in-sample: optimistic)"] if in_sample else []
+    return "\n".join([render(header), rule, *(render(cells) for cells in lines), *note])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ stored image's pixels.
 DIR receives:
   predictions.csv   one row per photograph: path (relative to PATH), photo height and width, Zoom-in-Net's grade
                     (argmax), p0..p4, expected grade, thresholded grade (with the thresholds the run fitted on its
-                    evaluation split, when it has them), abnormal and referable flags with their probabilities, and
+                    evaluation split at this checkpoint's step, and where: "fitted on S at step N", "(in-sample)"
+                    when the graded split is S itself), abnormal and referable flags with their probabilities, and
                     the N boxes in the ORIGINAL photograph's pixels (y0, x0, y1, x1, end exclusive) with scores.
   predictions.json  the same per photograph, plus every head's probabilities, the boxes in the prepared image's
                     pixels and the checkpoint step.
@@ -138,7 +139,8 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
         except (OSError, ValueError) as e:  # unreadable file (permissions, vanished), undecodable content
             return name, None, ("unreadable", f"{type(e).__name__}: {e}")
 
-    return _predict(config, workdir, photos, load, output_dir, step, pictures, f"photographs under {input_path}")
+    return _predict(config, workdir, photos, load, output_dir, step, pictures, f"photographs under {input_path}",
+                    reported_on=None)
 
 
 def predict_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str, split: str | None = None,
@@ -162,11 +164,12 @@ def predict_split(config: ml_collections.ConfigDict, workdir: str, output_dir: s
         rows = input_pipeline.stored_fov_rows(record, image, bool(config.data.graham))
         return name, Prepared(image, image, rows, whole, (size, size), int(record["label"])), None
 
-    return _predict(config, workdir, range(len(source)), load, output_dir, step, pictures,
+    return _predict(config, workdir, range(len(source)), load, output_dir, step, pictures, reported_on=split,
+                    what=
                     f"photographs of {config.data.name} '{split}'")
 
 
-def _predict(config, workdir, items, load, output_dir, step, pictures, what) -> dict[str, Any]:
+def _predict(config, workdir, items, load, output_dir, step, pictures, what, reported_on) -> dict[str, Any]:
     """Loads `items` (`load(item)` -> (name, Prepared | None, (reason, detail) | None)) on a thread pool, grades
     them in batches, writes `output_dir`."""
     if jax.process_count() > 1:
@@ -176,7 +179,11 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     model, mesh, variables, step = evaluate.restore_model(config, workdir, step)
-    thresholds = evaluate.saved_thresholds(workdir)
+    # The run's thresholds of this very checkpoint, with where they were fitted; grading the split they were fitted
+    # on (`reported_on`) is flagged in-sample in the CSV, the JSON and the report.
+    thresholds = evaluate.saved_thresholds(workdir, step).get("zoom_in")
+    if thresholds is not None:
+        thresholds["note"] = evaluate.thresholds_note(thresholds["split"], step, reported_on)
     eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov,
                                         maps=pictures)
     draw = _painter(config, out_dir / "pictures") if pictures else None
@@ -208,7 +215,7 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what) -> 
                     speed = f"{rate:.2f} photographs/s ETA {eta}"
                 print(f"[predict] {k}/{total} photographs ({len(unreadable)} unreadable) | {speed}", flush=True)
     _write(out_dir, rows, unreadable, step)
-    page = report.write_report(out_dir, rows, unreadable, step, workdir)
+    page = report.write_report(out_dir, rows, unreadable, step, workdir, levels=tuple(config.model.regions.levels))
     print(f"Wrote {out_dir / 'predictions.csv'} ({len(rows)} photographs), predictions.json and {page.name}"
           + (f"; {len(unreadable)} unreadable, listed in {out_dir / 'unreadable.csv'}" if unreadable else ""),
           flush=True)
@@ -264,7 +271,7 @@ def _grade(items, eval_step, variables, mesh, size, batch, thresholds, fov, draw
     probs = {h: np.asarray(p)[:n] for h, p in out["probs"].items()}
     zoom = probs["zoom_in"]
     expected = metrics.expected_grade(zoom)
-    thr = (metrics.apply_thresholds(expected, thresholds["zoom_in"]) if "zoom_in" in thresholds else None)
+    thr = None if thresholds is None else metrics.apply_thresholds(expected, thresholds["values"])
     records = []
     for i, (name, prep) in enumerate(items):
         boxes = np.asarray(out["boxes"][i])
@@ -275,6 +282,7 @@ def _grade(items, eval_step, variables, mesh, size, batch, thresholds, fov, draw
             "probabilities": [float(p) for p in zoom[i]],
             "expected_grade": float(expected[i]),
             "grade_thresholded": None if thr is None else int(thr[i]),
+            "thresholds": None if thresholds is None else thresholds["note"],
             "p_abnormal": float(zoom[i, 1:].sum()), "abnormal": bool(zoom[i, 1:].sum() > 0.5),
             "p_referable": float(zoom[i, 2:].sum()), "referable": bool(zoom[i, 2:].sum() > 0.5),
             "boxes": photo_boxes(boxes, prep.transform, size, prep.photo_hw).tolist(),
@@ -293,7 +301,8 @@ def _write(out_dir: Path, rows: list[dict], unreadable: list, step: int) -> None
     labelled = bool(rows) and "label" in rows[0]
     header = (["path", "photo_height", "photo_width"] + (["label"] if labelled else []) + ["grade"]
               + [f"p{c}" for c in range(k)]
-              + ["expected_grade", "grade_thresholded", "abnormal", "p_abnormal", "referable", "p_referable"]
+              + ["expected_grade", "grade_thresholded", "thresholds", "abnormal", "p_abnormal", "referable",
+                 "p_referable"]
               + [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1", "score")])
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -304,7 +313,8 @@ def _write(out_dir: Path, rows: list[dict], unreadable: list, step: int) -> None
             w.writerow([r["path"], r["photo_height"], r["photo_width"]] + ([r["label"]] if labelled else [])
                        + [r["grade"]]
                        + [f"{p:.5f}" for p in r["probabilities"]]
-                       + [f"{r['expected_grade']:.4f}", "" if r["grade_thresholded"] is None else thr]
+                       + [f"{r['expected_grade']:.4f}", "" if r["grade_thresholded"] is None else thr,
+                          r["thresholds"] or ""]
                        + [int(r["abnormal"]), f"{r['p_abnormal']:.5f}", int(r["referable"]), f"{r['p_referable']:.5f}"]
                        + boxes)
     (out_dir / "predictions.json").write_text(json.dumps({"step": step, "photographs": rows}, indent=1))

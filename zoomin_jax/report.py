@@ -10,6 +10,7 @@ pictures loaded in `<body data-images-ok="loaded/total">` (the tests read it in 
 from __future__ import annotations
 
 import html
+import urllib.parse
 from pathlib import Path
 
 _STYLE = """
@@ -24,9 +25,11 @@ table { border-collapse: collapse; margin-top: 0.4em; } td, th { padding: 0.15em
 """
 
 _SCRIPT = """
-function params() {
+const GRADES = ['all', '0', '1', '2', '3', '4'], SORTS = ['referable', 'grade', 'path'];
+function params() {  // values the page does not know (a hand-edited address) fall back to the defaults
   const p = new URLSearchParams(location.hash.slice(1));
-  return {grade: p.get('grade') || 'all', sort: p.get('sort') || 'referable'};
+  const grade = p.get('grade'), sort = p.get('sort');
+  return {grade: GRADES.includes(grade) ? grade : 'all', sort: SORTS.includes(sort) ? sort : 'referable'};
 }
 function apply() {
   const {grade, sort} = params();
@@ -67,13 +70,16 @@ def _card(r: dict) -> str:
         flags.append('<span class="abnormal">abnormal</span>')
     else:
         flags.append("no DR signs above 0.5")
-    thr = "" if r.get("grade_thresholded") is None else f" (thresholded: {r['grade_thresholded']})"
+    thr = ("" if r.get("grade_thresholded") is None else
+           f" (thresholded: {r['grade_thresholded']}, thresholds {html.escape(r.get('thresholds') or '')})")
     if "label" in r:  # a prepared split's example: its true grade beside the prediction
         thr += f" &middot; true grade {r['label']}"
     probs = "".join(f"<td>{x:.3f}</td>" for x in p)
     boxes = "; ".join(f"{i + 1}: ({b[0]}, {b[1]}, {b[2]}, {b[3]}) score {s:.3g}"
                       for i, (b, s) in enumerate(zip(r["boxes"], r["box_scores"], strict=True)))
-    picture = (f'<img src="{html.escape(r["picture"])}" alt="maps, boxes and patches of {html.escape(r["path"])}" '
+    # A file name is a URL path here: '#', '?', '%' and spaces quoted, then HTML-escaped for the attribute.
+    src = html.escape(urllib.parse.quote(r["picture"], safe="/")) if r.get("picture") else ""
+    picture = (f'<img src="{src}" alt="maps, boxes and patches of {html.escape(r["path"])}" '
                'loading="eager">' if r.get("picture") else "")
     return (
         f'<div class="card" data-grade="{r["grade"]}" data-referable="{r["p_referable"]:.6f}" '
@@ -89,7 +95,8 @@ def _card(r: dict) -> str:
     )
 
 
-def write_report(out_dir: Path, rows: list[dict], unreadable: list, step: int, workdir: str) -> Path:
+def write_report(out_dir: Path, rows: list[dict], unreadable: list, step: int, workdir: str,
+                 levels: tuple[int, ...] = (1, 2, 3, 4)) -> Path:
     """Writes `out_dir/report.html` (module docstring) and returns its path."""
     grades = sorted({r["grade"] for r in rows})
     options = "".join(f'<option value="{g}">grade {g}</option>' for g in range(5))
@@ -104,7 +111,8 @@ def write_report(out_dir: Path, rows: list[dict], unreadable: list, step: int, w
 <body data-images-ok="">
 <h1>Zoom-in-Net predictions: {len(rows)} photographs, checkpoint step {step}</h1>
 <p class="note">Run: {html.escape(str(workdir))}. {counts}. Each picture: the photograph with the map the boxes were
-chosen on as heat and the boxes ranked 1..N, the attention of lesion levels 1-4, and the zoomed patches C-Net saw.
+chosen on as heat and the boxes ranked 1..N, the attention of lesion levels {", ".join(map(str, levels))} (the maps the
+boxes are chosen on), and the zoomed patches C-Net saw.
 Abnormal: P(grade &ge; 1) &gt; 0.5; referable: P(grade &ge; 2) &gt; 0.5. A research model, not a diagnosis.</p>
 <div class="controls">show <select id="grade" onchange="choose()"><option value="all">all grades</option>{options}
 </select> sort by <select id="sort" onchange="choose()"><option value="referable">referable probability</option>
