@@ -254,6 +254,43 @@ def test_predict_gives_each_photograph_the_evaluations_prediction_in_every_datas
         assert not np.array_equal(fov.field_of_view(stored, graham=True), evaluated["fov_rows"][i]), image_id
 
 
+def test_the_exported_artefact_with_test_time_variants_gives_predicts_probabilities(uninterrupted, data_dir,
+                                                                                    tmp_path):
+    """`--mode=export` with two test-time variants: the artefact (loaded with jax alone) on predict's prepared
+    images gives predict's probabilities and boxes, and its metadata names the step, the preparation, the variants
+    and the thresholds with where they were fitted."""
+    from PIL import Image
+
+    from zoomin_jax import export, predict
+
+    wd, _ = uninterrupted
+    c = e2e_config(data_dir)
+    c.data.eval_tta = ("identity", "flip_lr")
+    rng = np.random.default_rng(5)
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        image = np.zeros((300, 400, 3), np.uint8)
+        yy, xx = np.mgrid[:300, :400]
+        image[(yy - 150) ** 2 + (xx - 200) ** 2 <= 140**2] = rng.integers(60, 200, 3)
+        image[rng.random((300, 400)) < 0.003] = (30, 5, 5)
+        Image.fromarray(image).save(tmp_path / "in" / f"p{i}.png")
+    out = predict.predict_folder(c, str(wd), str(tmp_path / "in"), str(tmp_path / "out"), pictures=False)
+    path = export.export_checkpoint(c, str(wd), str(tmp_path / "model.jaxexport"))
+    artefact = jax.export.deserialize(bytearray(path.read_bytes()))
+    images = np.stack([predict.prepare(tmp_path / "in" / r["path"], c).image for r in out["rows"]])
+    got = artefact.call(images)
+    np.testing.assert_allclose(np.asarray(got["probabilities"]), [r["probabilities"] for r in out["rows"]],
+                               atol=2e-6)
+    np.testing.assert_allclose(np.asarray(got["probabilities_mnet"]), [r["heads"]["mnet"] for r in out["rows"]],
+                               atol=2e-6)
+    assert np.asarray(got["boxes"]).tolist() == [r["boxes_prepared"] for r in out["rows"]]
+    meta = json.loads((tmp_path / "model.jaxexport.json").read_text())
+    assert meta["step"] == 8 and meta["test_time_variants"] == ["identity", "flip_lr"]
+    assert meta["input"]["image_size"] == 100 and meta["input"]["graham"] is False
+    assert meta["thresholds"]["fitted_on"] == "validation" and meta["thresholds"]["step"] == 8
+    assert len(meta["thresholds"]["values"]) == 4
+
+
 def test_predict_on_a_prepared_split_gives_the_runs_own_evaluation_rows(uninterrupted, data_dir, tmp_path):
     """`--mode=predict --split=validation`: row for row (joined by id) the run's evaluation CSV of that split, with
     the records' true grades, boxes in the stored image's pixels, and the true grade on the report."""

@@ -51,6 +51,34 @@ def head_probabilities(out: dict) -> dict[str, jnp.ndarray]:
             "zoom_in": jax.nn.softmax(out["logits"])}
 
 
+def check_tta(tta: tuple[str, ...]) -> None:
+    unknown = [t for t in tta if t not in TTA]
+    if unknown or not tta:
+        raise ValueError(f"config.data.eval_tta has unknown variants {unknown or '(none given)'}; choose from "
+                         f"{sorted(TTA)}")
+
+
+def forward_with_tta(model: ZoomInNet, variables: Any, images: jnp.ndarray, tta: tuple[str, ...],
+                     fov_rows: jnp.ndarray | None = None) -> tuple[dict, dict]:
+    """The one definition of test-time variants (evaluation, predict and the exported artefact use it): each head's
+    probabilities averaged over `tta` (each variant turning the image, and the field of view with it), and the
+    untransformed pass's outputs (boxes, maps), which always come from the image as it is.
+
+    Returns:
+      ({head: (B, K) probabilities}, the model's outputs on the untransformed images).
+    """
+    fov = None if fov_rows is None else regions.fov_mask(fov_rows, images.shape[1])
+    base = model.apply(variables, images, train=False, fov=fov)
+    probs = head_probabilities(base) if "identity" in tta else None
+    for name in tta:
+        if name == "identity":
+            continue
+        turned = None if fov is None else TTA[name](fov)
+        p = head_probabilities(model.apply(variables, TTA[name](images), train=False, fov=turned))
+        probs = p if probs is None else jax.tree_util.tree_map(jnp.add, probs, p)
+    return jax.tree_util.tree_map(lambda p: p / len(tta), probs), base
+
+
 def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identity",), fov: bool = False,
                    maps: bool = False, features: bool = False):
     """jit(variables, images, index[, fov_rows]) -> {'probs': {head: (B, K)}, 'boxes', 'box_scores', 'index'}.
@@ -62,21 +90,10 @@ def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identi
     'attention' and 'gated' maps (B, h, w, K), for pictures; with `features` its 'patch_features' (B, N, D), C-Net's
     feature of each zoomed patch, for lesion mining.
     """
-    unknown = [t for t in tta if t not in TTA]
-    if unknown:
-        raise ValueError(f"config.data.eval_tta has unknown variants {unknown}; choose from {sorted(TTA)}")
+    check_tta(tta)
 
     def step(variables, images, index, fov_rows=None):
-        fov = None if fov_rows is None else regions.fov_mask(fov_rows, images.shape[1])
-        base = model.apply(variables, images, train=False, fov=fov)
-        probs = head_probabilities(base) if "identity" in tta else None
-        for name in tta:
-            if name == "identity":
-                continue
-            turned = None if fov is None else TTA[name](fov)
-            p = head_probabilities(model.apply(variables, TTA[name](images), train=False, fov=turned))
-            probs = p if probs is None else jax.tree_util.tree_map(jnp.add, probs, p)
-        probs = jax.tree_util.tree_map(lambda p: p / len(tta), probs)
+        probs, base = forward_with_tta(model, variables, images, tta, fov_rows)
         out = {"probs": probs, "boxes": base["boxes"], "box_scores": base["box_scores"], "index": index}
         if maps:
             out.update(attention=base["attention"], gated=base["gated"])
