@@ -291,6 +291,69 @@ def test_the_exported_artefact_with_test_time_variants_gives_predicts_probabilit
     assert len(meta["thresholds"]["values"]) == 4
 
 
+def test_predict_keeps_what_is_done_when_killed_and_the_same_command_continues(uninterrupted, data_dir, tmp_path,
+                                                                                monkeypatch):
+    """Killed after its first batch (and a line cut mid-write), predict keeps the 8 graded rows; the same call again
+    grades only the rest and ends with the rows of an uninterrupted run. A memory error on one photograph becomes
+    its row of unreadable.csv; a folder of another checkpoint step is refused."""
+    import csv
+
+    from PIL import Image
+
+    from zoomin_jax import predict, predict_log
+
+    wd, _ = uninterrupted
+    c = e2e_config(data_dir)
+    rng = np.random.default_rng(9)
+    (tmp_path / "in").mkdir()
+    for i in range(13):
+        image = np.zeros((300, 420, 3), np.uint8)
+        yy, xx = np.mgrid[:300, :420]
+        image[(yy - 150) ** 2 + (xx - 210) ** 2 <= 140**2] = rng.integers(60, 200, 3)
+        Image.fromarray(image).save(tmp_path / "in" / f"p{i:02d}.png")
+    real_prepare, real_grade = predict.prepare, predict._grade
+
+    def prepare(path, config):
+        if path.name == "p05.png":
+            raise MemoryError("cannot allocate 9.1 GiB for a 60000 x 50000 TIFF")
+        return real_prepare(path, config)
+
+    monkeypatch.setattr(predict, "prepare", prepare)
+    whole = predict.predict_folder(c, str(wd), str(tmp_path / "in"), str(tmp_path / "whole"), pictures=False)
+    graded = []
+
+    def crash_after_one_batch(items, *args, **kwargs):
+        if graded:
+            raise KeyboardInterrupt("killed")
+        graded.append(len(items))
+        return real_grade(items, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "_grade", crash_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        predict.predict_folder(c, str(wd), str(tmp_path / "in"), str(tmp_path / "out"), pictures=False)
+    out = tmp_path / "out"
+    kept = list(csv.DictReader(open(out / "predictions.csv")))
+    assert [r["path"] for r in kept] == [f"p{i:02d}.png" for i in (0, 1, 2, 3, 4, 6, 7, 8)]  # the first batch
+    assert list(csv.DictReader(open(out / "unreadable.csv")))[0]["reason"] == "error"
+    with open(out / "predictions.jsonl", "a") as f:
+        f.write('{"item": "p09.png", "path": "p09.pn')  # a line cut by the kill
+    graded.clear()
+    monkeypatch.setattr(predict, "_grade", lambda items, *a, **k: (graded.append(len(items)), real_grade(items, *a,
+                                                                                                         **k))[1])
+    again = predict.predict_folder(c, str(wd), str(tmp_path / "in"), str(out), pictures=False)
+    assert graded == [4]  # only the photographs not done before
+    key = lambda rows: sorted((r["path"], tuple(np.round(r["probabilities"], 6)), str(r["boxes"])) for r in rows)  # noqa: E731
+    assert key(again["rows"]) == key(whole["rows"]) and len(again["rows"]) == 12
+    assert again["unreadable"] == whole["unreadable"] == [
+        ("p05.png", "error", "MemoryError: cannot allocate 9.1 GiB for a 60000 x 50000 TIFF")]
+    assert len(list(csv.DictReader(open(out / "predictions.csv")))) == 12
+    assert len(json.load(open(out / "predictions.json"))["photographs"]) == 12
+    (out / predict_log.STATE).write_text(json.dumps({"step": 5, "workdir": "elsewhere"}))
+    with pytest.raises(predict_log.OtherStep, match=r"holds predictions of checkpoint step 5 .* uses step 8\. "
+                                                     r"Pass --step=5"):
+        predict.predict_folder(c, str(wd), str(tmp_path / "in"), str(out), pictures=False)
+
+
 def test_predict_on_a_prepared_split_gives_the_runs_own_evaluation_rows(uninterrupted, data_dir, tmp_path):
     """`--mode=predict --split=validation`: row for row (joined by id) the run's evaluation CSV of that split, with
     the records' true grades, boxes in the stored image's pixels, and the true grade on the report."""

@@ -64,7 +64,18 @@ def main(argv):
         # None everywhere lets jax detect Cloud TPU / SLURM / Open MPI by itself.
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    from zoomin_jax import agree, checkpoint, evaluate, forward, paths, preemption, train, validate, workdir_lock
+    from zoomin_jax import (
+        agree,
+        checkpoint,
+        evaluate,
+        forward,
+        paths,
+        predict_log,
+        preemption,
+        train,
+        validate,
+        workdir_lock,
+    )
     from zoomin_jax.data import patient_split
 
     try:
@@ -117,7 +128,7 @@ def main(argv):
     # A broken, mismatched or unreadable checkpoint, an unwritable or full workdir: the step or path, the reason,
     # the fix; the same line on every process of a multi-process run (`agree.py`).
     except (checkpoint.BrokenCheckpoint, checkpoint.CheckpointMismatch, checkpoint.RestoreFailed,
-            paths.StorageError) as e:
+            paths.StorageError, predict_log.OtherStep) as e:
         sys.exit(f"zoomin_jax: {e}")
 
 

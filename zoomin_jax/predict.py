@@ -53,7 +53,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from zoomin_jax import evaluate, metrics, overlay, progress, report, sharding
+from zoomin_jax import evaluate, metrics, overlay, predict_log, progress, report, sharding
 from zoomin_jax.data import fov as fov_lib
 from zoomin_jax.data import input_pipeline, photo, preprocess
 from zoomin_jax.models.zoom_in import cell_centres
@@ -138,9 +138,11 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str, input_path: 
             return name, None, (e.reason, str(e))
         except (OSError, ValueError) as e:  # unreadable file (permissions, vanished), undecodable content
             return name, None, ("unreadable", f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - any other failure on one photograph (a memory error on a huge
+            return name, None, ("error", f"{type(e).__name__}: {e}")  # TIFF, a decoder's bomb guard): a row, go on
 
     return _predict(config, workdir, photos, load, output_dir, step, pictures, f"photographs under {input_path}",
-                    reported_on=None)
+                    reported_on=None, key_of=lambda path: str(path.relative_to(root)))
 
 
 def predict_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str, split: str | None = None,
@@ -164,14 +166,15 @@ def predict_split(config: ml_collections.ConfigDict, workdir: str, output_dir: s
         rows = input_pipeline.stored_fov_rows(record, image, bool(config.data.graham))
         return name, Prepared(image, image, rows, whole, (size, size), int(record["label"])), None
 
-    return _predict(config, workdir, range(len(source)), load, output_dir, step, pictures, reported_on=split,
-                    what=
-                    f"photographs of {config.data.name} '{split}'")
+    return _predict(config, workdir, range(len(source)), load, output_dir, step, pictures,
+                    f"photographs of {config.data.name} '{split}'", reported_on=split, key_of=lambda i: f"#{i}")
 
 
-def _predict(config, workdir, items, load, output_dir, step, pictures, what, reported_on) -> dict[str, Any]:
+def _predict(config, workdir, items, load, output_dir, step, pictures, what, reported_on, key_of=str
+             ) -> dict[str, Any]:
     """Loads `items` (`load(item)` -> (name, Prepared | None, (reason, detail) | None)) on a thread pool, grades
-    them in batches, writes `output_dir`."""
+    them in batches, writes `output_dir` as it goes (`predict_log.py`: the same command again continues; `key_of`
+    names an item in the record)."""
     if jax.process_count() > 1:
         raise ValueError("--mode=predict runs in one process (it reads local files); start it without --distributed")
     validate_config(config, jax.device_count(), jax.process_count(), jax.local_device_count())
@@ -179,6 +182,10 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
     out_dir.mkdir(parents=True, exist_ok=True)
 
     model, mesh, variables, step = evaluate.restore_model(config, workdir, step)
+    record = predict_log.Record(out_dir, step, workdir)
+    labelled = reported_on is not None
+    _rewrite_csvs(out_dir, record, config, labelled)
+    todo = [it for it in items if key_of(it) not in record.done]
     # The run's thresholds of this very checkpoint, with where they were fitted; grading the split they were fitted
     # on (`reported_on`) is flagged in-sample in the CSV, the JSON and the report.
     thresholds = evaluate.saved_thresholds(workdir, step).get("zoom_in")
@@ -188,33 +195,49 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
                                         maps=pictures)
     draw = _painter(config, out_dir / "pictures") if pictures else None
     size, batch = config.model.image_size, config.data.eval_batch_size
-    total = len(items)
-    print(f"Predicting {total} {what} with step {step} of {workdir}", flush=True)
+    total = len(todo)
+    again = f" ({len(items) - total} done before, in {out_dir})" if len(items) > total else ""
+    print(f"Predicting {total} {what}{again} with step {step} of {workdir}", flush=True)
 
-    rows, unreadable = [], []
     start = time.perf_counter()
     first = None  # (files, time) when the first batch, which compiles the step, was done: rates count after it
     workers = max(2, min(8, os.cpu_count() or 2))
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending: list[tuple[str, Prepared]] = []
-        for k, (name, prep, bad) in enumerate(_in_order(pool, load, items, window=2 * batch + workers), 1):
-            if bad is not None:
-                unreadable.append((name, *bad))
-            else:
-                pending.append((name, prep))
-            if len(pending) == batch or (k == total and pending):
-                rows += _grade(pending, eval_step, variables, mesh, size, batch, thresholds,
-                               config.model.regions.fov, draw)
-                pending = []
-                now = time.perf_counter()
-                if first is None:
-                    first = (k, now)
-                    speed = f"first batch in {now - start:.1f} s (compiling included)"
+    unreadable_now = 0
+
+    def keyed(item):
+        return key_of(item), load(item)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            pending: list[tuple[str, str, Prepared]] = []
+            bad_rows: list[dict] = []
+            for k, (key, (name, prep, bad)) in enumerate(_in_order(pool, keyed, todo, window=2 * batch + workers),
+                                                         1):
+                if bad is not None:
+                    bad_rows.append(predict_log.unreadable_row(key, name, *bad))
                 else:
-                    rate, eta = progress.rate_and_eta(k, total, first[0], first[1], now)
-                    speed = f"{rate:.2f} photographs/s ETA {eta}"
-                print(f"[predict] {k}/{total} photographs ({len(unreadable)} unreadable) | {speed}", flush=True)
-    _write(out_dir, rows, unreadable, step)
+                    pending.append((key, name, prep))
+                if len(pending) == batch or k == total:
+                    rows = _grade([(n, p) for _, n, p in pending], eval_step, variables, mesh, size, batch,
+                                  thresholds, config.model.regions.fov, draw) if pending else []
+                    for (key_, _, _), r in zip(pending, rows, strict=True):
+                        r["item"] = key_
+                    record.add(rows, bad_rows)
+                    _append_csvs(out_dir, rows, bad_rows, labelled)
+                    unreadable_now += len(bad_rows)
+                    pending, bad_rows = [], []
+                    now = time.perf_counter()
+                    if first is None:
+                        first = (k, now)
+                        speed = f"first batch in {now - start:.1f} s (compiling included)"
+                    else:
+                        rate, eta = progress.rate_and_eta(k, total, first[0], first[1], now)
+                        speed = f"{rate:.2f} photographs/s ETA {eta}"
+                    print(f"[predict] {k}/{total} photographs ({unreadable_now} unreadable) | {speed}", flush=True)
+    finally:
+        record.close()
+    rows, unreadable = record.rows, [(u["path"], u["reason"], u["detail"]) for u in record.unreadable]
+    (out_dir / "predictions.json").write_text(json.dumps({"step": step, "photographs": rows}, indent=1))
     page = report.write_report(out_dir, rows, unreadable, step, workdir, levels=tuple(config.model.regions.levels))
     print(f"Wrote {out_dir / 'predictions.csv'} ({len(rows)} photographs), predictions.json and {page.name}"
           + (f"; {len(unreadable)} unreadable, listed in {out_dir / 'unreadable.csv'}" if unreadable else ""),
@@ -295,30 +318,41 @@ def _grade(items, eval_step, variables, mesh, size, batch, thresholds, fov, draw
     return records
 
 
-def _write(out_dir: Path, rows: list[dict], unreadable: list, step: int) -> None:
-    n_boxes = len(rows[0]["boxes"]) if rows else 0
-    k = len(rows[0]["probabilities"]) if rows else 5
-    labelled = bool(rows) and "label" in rows[0]
-    header = (["path", "photo_height", "photo_width"] + (["label"] if labelled else []) + ["grade"]
-              + [f"p{c}" for c in range(k)]
-              + ["expected_grade", "grade_thresholded", "thresholds", "abnormal", "p_abnormal", "referable",
-                 "p_referable"]
-              + [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1", "score")])
+def _csv_header(config: ml_collections.ConfigDict, labelled: bool) -> list[str]:
+    k, n_boxes = config.model.num_classes, config.model.regions.num_regions
+    return (["path", "photo_height", "photo_width"] + (["label"] if labelled else []) + ["grade"]
+            + [f"p{c}" for c in range(k)]
+            + ["expected_grade", "grade_thresholded", "thresholds", "abnormal", "p_abnormal", "referable",
+               "p_referable"]
+            + [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1", "score")])
+
+
+def _csv_row(r: dict, labelled: bool) -> list:
+    thr = r["grade_thresholded"]
+    boxes = [v for b, s in zip(r["boxes"], r["box_scores"], strict=True) for v in (*b, f"{s:.5f}")]
+    return ([r["path"], r["photo_height"], r["photo_width"]] + ([r["label"]] if labelled else []) + [r["grade"]]
+            + [f"{p:.5f}" for p in r["probabilities"]]
+            + [f"{r['expected_grade']:.4f}", "" if thr is None else thr, r["thresholds"] or ""]
+            + [int(r["abnormal"]), f"{r['p_abnormal']:.5f}", int(r["referable"]), f"{r['p_referable']:.5f}"]
+            + boxes)
+
+
+def _rewrite_csvs(out_dir: Path, record: predict_log.Record, config: ml_collections.ConfigDict,
+                  labelled: bool) -> None:
+    """predictions.csv and unreadable.csv from the record (a resumed run drops a row cut by a kill)."""
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(header)
-        for r in rows:
-            thr = r["grade_thresholded"]
-            boxes = [v for b, s in zip(r["boxes"], r["box_scores"], strict=True) for v in (*b, f"{s:.5f}")]
-            w.writerow([r["path"], r["photo_height"], r["photo_width"]] + ([r["label"]] if labelled else [])
-                       + [r["grade"]]
-                       + [f"{p:.5f}" for p in r["probabilities"]]
-                       + [f"{r['expected_grade']:.4f}", "" if r["grade_thresholded"] is None else thr,
-                          r["thresholds"] or ""]
-                       + [int(r["abnormal"]), f"{r['p_abnormal']:.5f}", int(r["referable"]), f"{r['p_referable']:.5f}"]
-                       + boxes)
-    (out_dir / "predictions.json").write_text(json.dumps({"step": step, "photographs": rows}, indent=1))
+        w.writerow(_csv_header(config, labelled))
+        w.writerows(_csv_row(r, labelled) for r in record.rows)
     with open(out_dir / "unreadable.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "reason", "detail"])
-        w.writerows(unreadable)
+        w.writerows((u["path"], u["reason"], u["detail"]) for u in record.unreadable)
+
+
+def _append_csvs(out_dir: Path, rows: list[dict], unreadable: list[dict], labelled: bool) -> None:
+    with open(out_dir / "predictions.csv", "a", newline="") as f:
+        csv.writer(f).writerows(_csv_row(r, labelled) for r in rows)
+    with open(out_dir / "unreadable.csv", "a", newline="") as f:
+        csv.writer(f).writerows((u["path"], u["reason"], u["detail"]) for u in unreadable)
+
