@@ -69,3 +69,19 @@ def test_purity_hand_worked_and_its_references():
     exact = np.mean([mine.purity(np.array([0, 0, 0, 1, 1, 1]), np.array(q), 2, 3)["overall"]
                      for q in itertools.permutations(labels)])
     assert mine.random_purity(np.array([0, 0, 0, 1, 1, 1]), labels, 2, 3, trials=4000) == pytest.approx(exact, abs=0.01)
+
+
+def test_purity_counts_annotated_photographs_and_each_box_once():
+    """Photograph 0 is annotated and chose box A twice (per-level selection): A counts once. Photograph 1 has no
+    annotation at all (a real dataset's photograph outside the boxes CSV): its patches are unknown, not background."""
+    a, b, c = [0, 0, 20, 20], [40, 40, 60, 60], [70, 70, 90, 90]
+    boxes = np.array([[a, b, a], [a, b, c]])
+    lesion_valid = np.array([[True, False], [False, False]])
+    disc_valid = np.array([False, False])
+    photos = mine.annotated_photographs("idrid", lesion_valid, disc_valid)
+    assert photos.tolist() == [True, False]
+    assert mine.counted_patches(boxes, photos).tolist() == [[True, True, False], [False, False, False]]
+    # The synthetic dataset knows every lesion it draws: a photograph without any is annotated (lesion-free).
+    assert mine.annotated_photographs("synthetic_fundus", lesion_valid, disc_valid).tolist() == [True, True]
+    # IDRiD's CSV gives each photograph it covers an optic disc: a disc alone makes the photograph annotated.
+    assert mine.annotated_photographs("idrid", lesion_valid, np.array([False, True])).tolist() == [True, True]

@@ -10,7 +10,9 @@ iterations, the best of `config.mine.restarts` by inertia; `config.mine.clusters
 The paper could only show the clusters as pictures. Where the split has lesion annotations (the synthetic dataset
 knows every lesion it draws; IDRiD with its boxes CSV) each patch also gets a kind (`patch_kinds`): the annotated
 object whose box centre lies in the patch nearest the patch's centre (a lesion kind, or the optic disc), else
-"background". Each cluster's purity is the share of its patches of its most common kind; the overall purity is
+"background". Purity counts the patches of annotated photographs only (`annotated_photographs`: a photograph
+outside the annotation is unknown, not background) and a box chosen twice for one photograph once
+(`counted_patches`). Each cluster's purity is the share of its patches of its most common kind; the overall purity is
 their size-weighted mean, printed next to two references: the purity of one cluster holding everything (the
 commonest kind's share) and the mean purity of random clusterings of the same sizes (`random_purity`). The same
 three figures are given over the patches on an annotated object alone ('objects'): whether the clusters tell the
@@ -131,6 +133,31 @@ def patch_kinds(boxes: np.ndarray, lesion_boxes: np.ndarray, lesion_kinds: np.nd
     return np.where(inside.any(-1), found, BACKGROUND).astype(np.int32)
 
 
+def counted_patches(boxes: np.ndarray, annotated: np.ndarray) -> np.ndarray:
+    """bool (B, N): the patches purity counts. A patch of a photograph without annotations is not "background", it
+    is unknown (left out); a box chosen twice for one photograph (`regions.reduce="per_level"` picks N boxes per
+    level, and two levels may pick the same cell) is one patch (counted once, its first rank).
+
+    Args:
+      boxes: int (B, N, 4) the selected patches.
+      annotated: bool (B,) whether each photograph's objects are annotated (`annotated_photographs`).
+    """
+    boxes = np.asarray(boxes)
+    same = (boxes[:, :, None, :] == boxes[:, None, :, :]).all(-1)  # (B, N, N)
+    first = ~np.tril(same, k=-1).any(-1)  # no equal box at an earlier rank
+    return first & np.asarray(annotated, bool)[:, None]
+
+
+def annotated_photographs(dataset: str, lesion_valid: np.ndarray, optic_disc_valid: np.ndarray) -> np.ndarray:
+    """bool (B,): which photographs have their objects annotated. The synthetic dataset knows every lesion it
+    draws (a photograph without any is lesion-free); a real dataset's photograph is annotated when it has an
+    annotated object (a lesion box or its optic disc: IDRiD's boxes CSV gives every photograph it covers its disc),
+    else it is not in the annotation and its patches' kinds are unknown."""
+    if dataset == "synthetic_fundus":
+        return np.ones(len(lesion_valid), bool)
+    return np.asarray(lesion_valid, bool).any(-1) | np.asarray(optic_disc_valid, bool)
+
+
 def purity(assignment: np.ndarray, labels: np.ndarray, k: int, num_labels: int) -> dict:
     """Purity of a clustering against labels: per cluster the share of its commonest label; overall the
     size-weighted mean (the share of all items that carry their cluster's commonest label)."""
@@ -184,12 +211,16 @@ def mine_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
     distance = np.sqrt(((feats - centres[assignment]) ** 2).sum(1))
     kinds = patch_kinds(preds["boxes"], preds["lesion_boxes"], preds["lesion_kinds"], preds["lesion_valid"],
                         preds["optic_disc"], preds["optic_disc_valid"]).reshape(-1)
-    annotated = bool(preds["lesion_valid"].any() or preds["optic_disc_valid"].any())
+    photos = annotated_photographs(config.data.name, preds["lesion_valid"], preds["optic_disc_valid"])
+    counted = counted_patches(preds["boxes"], photos).reshape(-1)
+    annotated = bool(counted.any())
     result = {"split": split, "step": int(step), "dataset": config.data.name, "photographs": int(n),
               "patches": int(n * per), "clusters": k, "inertia": float(inertia), "annotated": annotated,
+              "annotated_photographs": int(photos.sum()), "patches_counted": int(counted.sum()),
               "kind_rule": "the annotated object (lesion or optic disc) whose box centre lies in the patch nearest "
-                           "its centre; none: background"}
-    p = purity(assignment, kinds, k, len(KIND_NAMES))
+                           "its centre; none: background. Counted: patches of annotated photographs, a box chosen "
+                           "twice for one photograph once"}
+    p = purity(assignment[counted], kinds[counted], k, len(KIND_NAMES))
     result["cluster_table"] = [
         {"cluster": c, "size": int(p["sizes"][c]),
          "composition": {KIND_NAMES[j]: int(v) for j, v in enumerate(p["table"][c]) if v}}
@@ -197,15 +228,15 @@ def mine_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
            if annotated and p["sizes"][c] else {})
         for c in range(k)]
     if annotated:
-        result.update(_purities(assignment, kinds, k, mc.seed))
-        shown = kinds != BACKGROUND  # patches on an annotated object: do the clusters tell the kinds apart?
+        result.update(_purities(assignment[counted], kinds[counted], k, mc.seed))
+        shown = counted & (kinds != BACKGROUND)  # patches on an annotated object: do the clusters tell kinds apart?
         if shown.any():
             result["objects"] = {"patches": int(shown.sum()),
                                  **_purities(assignment[shown], kinds[shown], k, mc.seed)}
-        result["kinds"] = {KIND_NAMES[j]: int(v) for j, v in enumerate(np.bincount(kinds, minlength=len(KIND_NAMES)))
-                           if v}
+        result["kinds"] = {KIND_NAMES[j]: int(v) for j, v in
+                           enumerate(np.bincount(kinds[counted], minlength=len(KIND_NAMES))) if v}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_rows(out_dir / "clusters.csv", preds, assignment, kinds, distance, annotated)
+    _write_rows(out_dir / "clusters.csv", preds, assignment, kinds, distance, counted)
     (out_dir / "mining.json").write_text(json.dumps(result, indent=1))
     _mosaics(config, split, out_dir / "mosaics", preds, assignment, distance, result)
     for line in _summary(result):
@@ -217,7 +248,8 @@ def mine_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
 
 def _summary(result: dict) -> list[str]:
     lines = [f"[mine] {result['patches']} patches of {result['photographs']} photographs ({result['split']}) in "
-             f"{result['clusters']} clusters"]
+             f"{result['clusters']} clusters; purity counts {result['patches_counted']} patches of the "
+             f"{result['annotated_photographs']} annotated photographs"]
     if result["annotated"]:
         lines.append(f"[mine] purity {result['purity']:.3f} (one cluster: {result['purity_one_cluster']:.3f}, random "
                      f"clusters of these sizes: {result['purity_random_clusters']:.3f})")
@@ -234,7 +266,8 @@ def _summary(result: dict) -> list[str]:
     return lines
 
 
-def _write_rows(path: Path, preds: dict, assignment, kinds, distance, annotated: bool) -> None:
+def _write_rows(path: Path, preds: dict, assignment, kinds, distance, counted: np.ndarray) -> None:
+    """A row per patch; `kind` is empty where it is unknown or the box repeats an earlier rank (not counted)."""
     per = preds["boxes"].shape[1]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -244,7 +277,7 @@ def _write_rows(path: Path, preds: dict, assignment, kinds, distance, annotated:
                 j = i * per + r
                 w.writerow([image_id, int(preds["index"][i]), r + 1, *preds["boxes"][i, r].tolist(),
                             f"{preds['box_scores'][i, r]:.6g}", int(assignment[j]),
-                            KIND_NAMES[kinds[j]] if annotated else "", f"{distance[j]:.5f}"])
+                            KIND_NAMES[kinds[j]] if counted[j] else "", f"{distance[j]:.5f}"])
 
 
 def _mosaics(config, split, folder: Path, preds, assignment, distance, result) -> None:
