@@ -38,5 +38,36 @@ def test_jitter_identity_and_all_black():
     image[2] = rng.integers(0, 13, (24, 24, 3))  # nothing above the background level: no disc to take a mean of
     out = np.asarray(photometric.jitter(image, np.array([[1.0, 1.0], [1.0, 1.0], [1.1, 0.9]], np.float32)))
     np.testing.assert_allclose(out[:2], _scaled(image[:2]), atol=1e-6)
-    np.testing.assert_allclose(out[2], _scaled(np.rint(image[2] * np.float32(1.1))), atol=1e-6)
+    # brightness 1.1 is applied as 1126 / 1024 (factors rounded to 1/1024): 5 -> 5.498 -> 5, where 1.1 gave 6
+    np.testing.assert_allclose(out[2], _scaled(np.rint(image[2] * (1126 / 1024))), atol=1e-6)
     assert np.isfinite(out).all()
+
+
+def test_jitter_is_exact_whatever_the_compile():
+    """The rule worked in float64 by numpy (the disc mean from integer sums, rounded to 1/16; factors to 1/1024)
+    gives the device's pixels exactly, and a batch sharded over 8 devices gives the one-device pixels to the bit."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from zoomin_jax import sharding
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (8, 48, 48, 3), dtype=np.uint8)
+    image[:, :6] = rng.integers(0, 13, (8, 6, 48, 3))  # a dark band: the background rule
+    factors = rng.uniform(0.85, 1.15, (8, 2)).astype(np.float32)
+    one = np.asarray(jax.jit(photometric.jitter)(image, factors))
+    mesh = sharding.make_mesh(8)
+    spread = NamedSharding(mesh, PartitionSpec("data"))
+    eight = np.asarray(jax.jit(photometric.jitter)(jax.device_put(image, spread), jax.device_put(factors, spread)))
+    np.testing.assert_array_equal(eight, one)
+    sub = image[:, ::8, ::8].astype(np.int64)
+    disc = (sub.max(-1) > photometric.BLACK)[..., None]
+    mean = np.float32((sub * disc).sum((1, 2))) / np.float32(disc.sum((1, 2)))
+    m = np.round(mean * 16) / 16
+    b, c = (np.round(factors.astype(np.float64) * 1024) / 1024).T
+    v = image.astype(np.float64)
+    out = np.where(v <= 12, v * b[:, None, None, None],
+                   ((v - m[:, None, None, :]) * c[:, None, None, None] + m[:, None, None, :]) * b[:, None, None, None])
+    levels = np.rint((one.astype(np.float64) + 1.0) * 127.5)  # the grey levels the device computed
+    np.testing.assert_allclose((levels / 127.5 - 1.0), one, atol=1e-6)
+    np.testing.assert_array_equal(levels, np.clip(np.rint(out), 0, 255))
