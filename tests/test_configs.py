@@ -11,7 +11,7 @@ import pytest
 
 from configs import full
 from zoomin_jax import init_from, schedule, train
-from zoomin_jax.data import input_pipeline
+from zoomin_jax.data import datasets, input_pipeline
 from zoomin_jax.train_step import stages
 from zoomin_jax.validate import validate_config
 
@@ -92,6 +92,7 @@ def guarded(monkeypatch, tmp_path):
         built.append(config)
         raise _Reached("model built")
 
+    monkeypatch.setattr(datasets, "check_splits", lambda config: None)  # no dataset here to hold the splits
     monkeypatch.setattr(input_pipeline, "num_train_examples", no_data)
     monkeypatch.setattr(input_pipeline, "train_iterator", no_data)
     monkeypatch.setattr(train, "build", no_model)
