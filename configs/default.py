@@ -106,6 +106,11 @@ def get_config() -> ml_collections.ConfigDict:
     m.regions.levels = (1, 2, 3, 4)  # lesion grades whose maps select regions (level 0 is ignored)
     m.regions.reduce = "max"  # max over levels | per_level (N boxes from each level's map)
     m.pooling = "max"  # C-Net patch features over patches: max | mean (ours)
+    # Both eyes (ours; Kaggle's EyePACS winners' lever): every batch built by patient, rows 2k and 2k + 1 one
+    # patient's two eyes (a one-eyed patient's photograph twice; data/pairs.py), and a "pair" head grading each eye
+    # on its fused feature beside its partner's, trained in stage "pair" (add it to stage_order) and reported as
+    # "Both eyes". Needs a dataset with patients (EyePACS). Off: photographs one by one.
+    m.pair_eyes = False
 
     # ---- training: stages in order (ours: the paper names the sub-networks, not the schedule) ----
     # Each stage trains the listed sub-networks ("mnet" = M-Net + its head, "anet", "cnet" = C-Net + fusion
@@ -125,6 +130,8 @@ def get_config() -> ml_collections.ConfigDict:
         steps=300, lr=5e-4, trainable=("mnet", "anet", "cnet"),
         loss={"final": 1.0, "mnet": 0.3, "anet": 0.3, "patch": 0.3}, head="all",
     )
+    # With model.pair_eyes: the pair head on the frozen network's fused features of both eyes.
+    c.stages.pair = _stage(steps=300, lr=1e-3, trainable=("pair",), loss={"pair": 1.0}, head="pair")
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | sgd (momentum 0.9, nesterov)
     c.optimizer.weight_decay = 1e-4

@@ -254,3 +254,31 @@ def test_host_init_draws_what_flax_would_without_compiling(setup):
             assert not np.array_equal(other[p], host_leaves[p])
     arr = jax.tree_util.tree_leaves(host)[0]
     assert arr.sharding.is_fully_replicated and len(arr.addressable_shards) == 8
+
+
+def test_the_pair_head_reads_each_rows_partner_and_nothing_else(setup):
+    """Rows 2k and 2k + 1 are one patient's eyes. Replacing the photograph of row 3 changes the pair grading of rows 2
+    and 3 (row 2's partner changed) and of no other row, and leaves row 2's own heads as they were; swapping the
+    two patients swaps their rows. Predict and export (photographs one by one) build the model without it."""
+    c, _, model, variables, images = setup
+    c = c.copy_and_resolve_references()
+    c.model.pair_eyes = True
+    paired = build(c)
+    params = dict(variables["params"])
+    head = abstract_variables(paired, c)["params"]["pair_head"]  # shapes only: random values drawn here
+    draw = np.random.default_rng(4)
+    params["pair_head"] = jax.tree_util.tree_map(lambda s: jnp.asarray(draw.normal(size=s.shape), s.dtype), head)
+    v = {"params": params, "batch_stats": variables["batch_stats"]}
+    x = images[:4, :100, :100]
+    apply = jax.jit(lambda v, x: paired.apply(v, x, train=False))
+    out = jax.device_get(apply(v, x))
+    changed = x.copy()
+    changed[3] = images[5, :100, :100]
+    out2 = jax.device_get(apply(v, changed))
+    moved = np.abs(out2["pair_logits"] - out["pair_logits"]).max(-1)
+    assert moved[0] == moved[1] == 0 and moved[2] > 1e-4 and moved[3] > 1e-4
+    np.testing.assert_array_equal(out2["logits"][:3], out["logits"][:3])
+    swapped = jax.device_get(apply(v, x[[2, 3, 0, 1]]))
+    np.testing.assert_allclose(swapped["pair_logits"], out["pair_logits"][[2, 3, 0, 1]], atol=1e-5)
+    plain = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), v, x)  # traced only: extra params unused
+    assert "pair_logits" not in plain and plain["logits"].shape == (4, 5)

@@ -485,3 +485,38 @@ def test_an_empty_split_is_left_out_and_a_config_asking_for_it_is_refused_naming
                                                        r"examples\)"):
         datasets.check_splits(c)
     datasets.check_splits(_config(root, train_split="train[:80%]", eval_split="train[80%:]+test"))
+
+
+def test_pair_eyes_builds_every_batch_by_patient(eyepacs_patients):
+    """With model.pair_eyes, train batches hold rows 2k, 2k + 1 of one patient (both eyes; a one-eyed patient's
+    photograph twice) and an epoch visits every patient once; evaluation rows pair the eyes the same way and count
+    each photograph once. The oracle reads the patient from each id string."""
+    from zoomin_jax.data import datasets, input_pipeline, pairs
+
+    root, expected = eyepacs_patients
+    c = _config(root, train_split="train", eval_split="train[:30%]", balance=dict(enabled=False, decay=0.7,
+                                                                                    floor=0.5))
+    c.model.pair_eyes, c.batch_size, c.data.eval_batch_size = True, 8, 8
+    c.data.augment.rotate = c.data.augment.flip = False
+    it = input_pipeline.train_iterator(c, process_index=0, process_count=1)
+    ids = [str(x) for _ in range(8) for x in next(it)["index"]]  # 8 batches of 8 rows: 64 rows, 32 patients' worth
+    source = datasets.open_split(c, "train")
+    names = [source[int(i)]["id"].decode() for i in ids]
+    patients = [n.split("_")[0] for n in names]
+    assert all(patients[2 * k] == patients[2 * k + 1] for k in range(32))
+    for k in range(32):
+        left, right = names[2 * k], names[2 * k + 1]
+        both = f"{patients[2 * k]}_right" in expected
+        assert sorted((left, right)) == ([f"{patients[2 * k]}_left", f"{patients[2 * k]}_right"] if both
+                                         else [left, left])
+    assert len(set(patients[:60])) == 30  # the first epoch: the 30 patients, each once
+    # Evaluation: two rows a patient, the repeated photograph of a one-eyed patient not counted.
+    batches = list(input_pipeline.eval_iterator(c, "train[:30%]", process_index=0, process_count=1))
+    rows = [(i, m, name) for b in batches for i, m, name in zip(b["index"], b["mask"], b["id"], strict=True)]
+    sub = datasets.open_split(c, "train[:30%]")
+    counted = [name for i, m, name in rows if m]
+    assert sorted(counted) == sorted(sub[i]["id"].decode() for i in range(len(sub)))  # every photograph once
+    real_rows = [name for _, _, name in rows if name]
+    assert all(real_rows[2 * k].split("_")[0] == real_rows[2 * k + 1].split("_")[0] for k in range(len(real_rows) // 2))
+    assert pairs.eval_rows(np.array([5, 3, 5, 9, 3]))[0].tolist() == [0, 2, 1, 4, 3, 3]
+    assert pairs.eval_rows(np.array([5, 3, 5, 9, 3]))[1].tolist() == [True, True, True, True, True, False]

@@ -141,3 +141,17 @@ def test_a_config_that_cannot_work_is_one_message_naming_every_problem_and_exit_
                     "  - data.eval_batch_size=12 is not divisible by the 8 devices of the data axis; use a multiple of "
                     "8 (e.g. 16)"], ours
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_pair_eyes_needs_whole_patients_on_every_process():
+    from tiny import tiny_config
+
+    from zoomin_jax.validate import validate_config
+
+    c = tiny_config()
+    c.model.pair_eyes = True
+    validate_config(c, 8, num_processes=2)  # 8 rows: 4 a process, two patients each
+    c.batch_size, c.data.eval_batch_size = 8, 24
+    with pytest.raises(ConfigError, match=r"data.eval_batch_size=24 gives 3 rows per process: model.pair_eyes needs "
+                                          r"an even number"):
+        validate_config(c, 8, num_processes=8)

@@ -29,7 +29,12 @@ from zoomin_jax.models.zoom_in import ZoomInNet
 from zoomin_jax.preemption import Preempted, Preemption, compile_promptly
 from zoomin_jax.validate import validate_config
 
-HEADS = {"mnet": "M-Net", "mnet_anet": "M-Net + A-Net", "zoom_in": "Zoom-in-Net"}
+HEADS = {"mnet": "M-Net", "mnet_anet": "M-Net + A-Net", "zoom_in": "Zoom-in-Net", "pair": "Both eyes"}
+
+
+def heads_for(config: ml_collections.ConfigDict) -> list[str]:
+    """The heads a config's model has, in display order ("pair" only with `model.pair_eyes`)."""
+    return [h for h in HEADS if h != "pair" or config.model.get("pair_eyes", False)]
 RESULTS_FILE = "eval_results.json"
 PROGRESS_EVERY_S = 30.0  # an evaluation pass prints how far it is at most this often (none on short splits)
 ID_BYTES = 64  # longest image id carried between hosts
@@ -47,8 +52,11 @@ TTA = {
 def head_probabilities(out: dict) -> dict[str, jnp.ndarray]:
     """Class probabilities of each head from the model's outputs."""
     p_m = jax.nn.softmax(out["mnet_logits"])
-    return {"mnet": p_m, "mnet_anet": (p_m + jax.nn.softmax(out["anet_logits"])) / 2,
-            "zoom_in": jax.nn.softmax(out["logits"])}
+    probs = {"mnet": p_m, "mnet_anet": (p_m + jax.nn.softmax(out["anet_logits"])) / 2,
+             "zoom_in": jax.nn.softmax(out["logits"])}
+    if "pair_logits" in out:
+        probs["pair"] = jax.nn.softmax(out["pair_logits"])
+    return probs
 
 
 def check_tta(tta: tuple[str, ...]) -> None:
@@ -163,7 +171,7 @@ def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict,
         raise AssertionError(f"evaluation rows do not pair up: device indices {device['index'][:10]}..., host "
                              f"indices {host['index'][:10]}...")
     cat = {**host, **{k: v for k, v in device.items() if k != "index" and not k.startswith("probs/")}}
-    cat["probs"] = {h: device[f"probs/{h}"] for h in HEADS}
+    cat["probs"] = {h: device[f"probs/{h}"] for h in HEADS if f"probs/{h}" in device}
     cat["id"] = [str(x) for x in cat["id"]]
     patients = patient_split.patients_of(source)
     if patients is not None:  # the bootstrap resamples patients, both eyes together
@@ -213,21 +221,23 @@ def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] 
     k = preds["probs"]["zoom_in"].shape[1]
     n_boxes = preds["boxes"].shape[1]
     patients = preds.get("patient")
+    heads = [h for h in HEADS if h in preds["probs"]]
+    columns = ["zoom_in"] + [h for h in heads if h != "zoom_in"]  # Zoom-in-Net's p0..p4 first, as before
     with paths.join(path).open("w") as f:
         w = csv.writer(f)
-        header = ["id", "label"] + (["patient"] if patients is not None else []) + [f"grade_{h}" for h in HEADS]
+        header = ["id", "label"] + (["patient"] if patients is not None else []) + [f"grade_{h}" for h in heads]
         header += [f"grade_{h}_thresholded" for h in (thresholds or {})] + (["thresholds"] if thresholds else [])
-        header += [c for h in ("zoom_in", "mnet", "mnet_anet") for c in prob_columns(h, k)]
+        header += [c for h in columns for c in prob_columns(h, k)]
         header += [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1")]
         w.writerow(header)
-        grades = {h: preds["probs"][h].argmax(1) for h in HEADS}
+        grades = {h: preds["probs"][h].argmax(1) for h in heads}
         thr = {h: metrics.apply_thresholds(metrics.expected_grade(preds["probs"][h]), t)
                for h, t in (thresholds or {}).items()}
         for i, image_id in enumerate(preds["id"]):
             w.writerow([image_id, int(preds["label"][i])] + ([int(patients[i])] if patients is not None else [])
-                       + [int(grades[h][i]) for h in HEADS] + [int(thr[h][i]) for h in thr] + ([note] if thr else [])
+                       + [int(grades[h][i]) for h in heads] + [int(thr[h][i]) for h in thr] + ([note] if thr else [])
                        # 9 significant digits: a float32 exactly, so figures recomputed from the file are the run's
-                       + [f"{p:.9g}" for h in ("zoom_in", "mnet", "mnet_anet") for p in preds["probs"][h][i]]
+                       + [f"{p:.9g}" for h in columns for p in preds["probs"][h][i]]
                        + preds["boxes"][i].reshape(-1).tolist())
 
 
@@ -252,7 +262,7 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
     """
     split = split or config.data.eval_split
     preds = predict(model, variables, config, mesh, split, eval_step, preemption)
-    heads = list(HEADS) if head == "all" else [head]
+    heads = [h for h in HEADS if h in preds["probs"]] if head == "all" else [head]
     recall, patch = None, int(config.model.regions.patch_size)
     if preds["lesion_valid"].any():
         recall = metrics.lesion_recall_at_k(preds["boxes"], preds["lesion_boxes"], preds["lesion_kinds"],

@@ -64,6 +64,7 @@ def export_model(model: ZoomInNet, variables: Any, config: ml_collections.Config
     if config.model.regions.fov:
         args.append(jax.ShapeDtypeStruct((b, s, 2), jnp.int16))
     variables = jax.device_get(variables)  # constants of the artefact, not sharded arrays of this process
+    model = model.clone(pair_eyes=False)  # photographs one by one: no partner row to pair with
     fn = jax.jit(inference_function(model, variables, config.model.regions.fov, tuple(config.data.eval_tta)))
     return jax_export.export(fn, platforms=platforms)(*args)
 

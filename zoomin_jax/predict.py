@@ -182,6 +182,7 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
     out_dir.mkdir(parents=True, exist_ok=True)
 
     model, mesh, variables, step = evaluate.restore_model(config, workdir, step)
+    model = model.clone(pair_eyes=False)  # photographs one by one: no partner row to pair with
     record = predict_log.Record(out_dir, step, workdir)
     labelled = reported_on is not None
     _rewrite_csvs(out_dir, record, config, labelled)

@@ -56,9 +56,9 @@ def _check_finite(pending: list[tuple[int, dict]], last_good: int | None) -> lis
     return fetched
 
 
-def _eval_done(results: dict, stage) -> bool:
+def _eval_done(results: dict, stage, config) -> bool:
     """Whether the stage-end evaluation of `stage` is in eval_results.json (a run stopped before it may not be)."""
-    heads = list(evaluate.HEADS) if stage.config.head == "all" else [stage.config.head]
+    heads = evaluate.heads_for(config) if stage.config.head == "all" else [stage.config.head]
     return all(results.get(evaluate.HEADS[h], {}).get("step") == stage.end for h in heads)
 
 
@@ -143,7 +143,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
                 variables = _train_stage(config, model, mesh, stage, variables, opt_state, start, total, ckpt,
                                          train_iter, writer, preempt, local_rows)
                 start = stage.end
-            if not _eval_done(results, stage):  # also after a resume that stopped between the save and the eval
+            if not _eval_done(results, stage, config):  # also after a resume that stopped between the save and the eval
                 writer.drop(stage.end, "eval")
                 try:
                     reports = evaluate.evaluate_heads(model, variables, config, mesh, workdir, step=stage.end,

@@ -22,7 +22,8 @@ from zoomin_jax.models.zoom_in import SUBNETWORKS, ZoomInNet
 STEP_KEYS = ("image", "label", "photometric", "fov_rows")
 
 # Loss-weight key -> model output. "patch" grades each zoomed-in patch with its image's grade (B, N', K).
-HEAD_LOGITS = {"final": "logits", "mnet": "mnet_logits", "anet": "anet_logits", "patch": "patch_logits"}
+HEAD_LOGITS = {"final": "logits", "mnet": "mnet_logits", "anet": "anet_logits", "patch": "patch_logits",
+               "pair": "pair_logits"}
 
 
 def _cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:

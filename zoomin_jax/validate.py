@@ -95,6 +95,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
     for field in ("clusters", "iterations", "restarts", "mosaic_patches", "mosaic_px"):
         if not _positive_int(config.mine[field]):
             problems.append(f"mine.{field}={config.mine[field]!r} must be a positive integer")
+    if m.get("pair_eyes", False):  # batches of whole patients on every process: rows 2k, 2k + 1 one patient
+        for field, global_batch in (("batch_size", config.batch_size), ("data.eval_batch_size",
+                                                                          config.data.eval_batch_size)):
+            if _positive_int(global_batch) and (global_batch // max(num_processes, 1)) % 2:
+                problems.append(f"{field}={global_batch} gives {global_batch // max(num_processes, 1)} rows per "
+                                "process: model.pair_eyes needs an even number (two eyes a patient)")
     problems += _device_problems(config, num_devices, num_processes, local_devices)
     if problems:
         raise ConfigError("Config cannot work:\n  - " + "\n  - ".join(problems))

@@ -59,6 +59,7 @@ from absl import flags, logging
 from zoomin_jax.data import augment as augment_lib
 from zoomin_jax.data import fov as fov_lib
 from zoomin_jax.data import label_sidecar
+from zoomin_jax.data import pairs as pairs_lib
 
 # ------------------------------------------------------------------------------------------------- decoding
 
@@ -246,12 +247,19 @@ class _TrainExample(grain.transforms.RandomMap):
 class _EvalExample(grain.transforms.Map):
     """Position in the padded split -> decoded, padded example with mask and id (a blank row past the end)."""
 
-    def __init__(self, source: Any, num_examples: int, image_size: int, max_lesions: int, graham: bool = False):
+    def __init__(self, source: Any, num_examples: int, image_size: int, max_lesions: int, graham: bool = False,
+                 rows: np.ndarray | None = None, real: np.ndarray | None = None):
         self.source, self.n, self.image_size, self.max_lesions = source, num_examples, image_size, max_lesions
         self.graham = graham  # for the field of view of datasets that do not store it
+        self.rows, self.real = rows, real  # rows by patient (`pairs.eval_rows`): the example of each position
 
     def map(self, position: int) -> dict:
         position = int(position)
+        if position < self.n and self.rows is not None:
+            out = self._example(int(self.rows[position]))
+            if not self.real[position]:  # a one-eyed patient's photograph again: its partner, not counted twice
+                out["index"], out["mask"] = np.int32(-1), np.bool_(False)
+            return out
         if position >= self.n:
             s, lm = self.image_size, self.max_lesions
             return {
@@ -267,11 +275,14 @@ class _EvalExample(grain.transforms.Map):
                 "optic_disc": np.zeros((4,), np.int32),
                 "optic_disc_valid": np.bool_(False),
             }
-        record = self.source[position]
+        return self._example(position)
+
+    def _example(self, index: int) -> dict:
+        record = self.source[index]
         image = decode_jpeg(record["image"])
-        _check_size(image, self.image_size, position)
+        _check_size(image, self.image_size, index)
         lesions = record["lesions"]
-        out = _example(record, position, image, lesions["box"], lesions["kind"], self.max_lesions)
+        out = _example(record, index, image, lesions["box"], lesions["kind"], self.max_lesions)
         rid = record["id"]
         out["mask"] = np.bool_(True)
         out["id"] = rid.decode("utf-8") if isinstance(rid, bytes) else str(rid)
@@ -393,6 +404,16 @@ class BalancedIndices(grain.transforms.Map):
         return int(self.epoch_indices(int(position) // n)[int(position) % n])
 
 
+def _patients(source: Any) -> np.ndarray:
+    from zoomin_jax.data import patient_split
+
+    patients = patient_split.patients_of(source)
+    if patients is None:
+        raise ValueError("model.pair_eyes builds batches by patient, but this dataset records no patients (EyePACS "
+                         "does: <patient>_<left|right>); set --config.model.pair_eyes=False")
+    return patients
+
+
 def read_labels(source: Any) -> np.ndarray:
     """The grade of every example of a source, aligned with `source[i]`.
 
@@ -484,7 +505,12 @@ def train_dataset(
     if n == 0:
         raise ValueError("the train split is empty")
     balance = config.data.balance
-    if balance.enabled:
+    if config.model.get("pair_eyes", False):  # batches built by patient: rows 2k, 2k + 1 one patient's eyes
+        labels = read_labels(source) if labels is None else np.asarray(labels)
+        weights = (lambda counts, epoch: balance_weights(counts, epoch, balance.decay, balance.floor)
+                   ) if balance.enabled else None
+        indices = pairs_lib.indices(_patients(source), labels, config.data.shuffle_seed, weights)
+    elif balance.enabled:
         labels = read_labels(source) if labels is None else np.asarray(labels)
         indices = grain.MapDataset.range(0, 2**62).map(
             BalancedIndices(labels, config.data.shuffle_seed, balance.decay, balance.floor)
@@ -575,12 +601,15 @@ def eval_dataset(
     """
     g = int(config.data.eval_batch_size)
     b = _local_batch(g, process_count)
-    n = len(source)
+    rows = real = None
+    if config.model.get("pair_eyes", False):  # two rows per patient, as training built its batches
+        rows, real = pairs_lib.eval_rows(_patients(source))
+    n = len(source) if rows is None else len(rows)
     steps = num_eval_steps(n, g)
     start = process_index * steps * b
     positions = grain.MapDataset.range(start, start + steps * b)
     examples = positions.map(_EvalExample(source, n, config.model.image_size, config.data.max_lesions,
-                                          bool(config.data.graham)))
+                                          bool(config.data.graham), rows=rows, real=real))
     batches = examples.batch(b, drop_remainder=True, batch_fn=collate)
     return _with_workers(batches.to_iter_dataset(_read_options(config)), config)
 

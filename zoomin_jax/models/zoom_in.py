@@ -92,6 +92,7 @@ class ZoomInNet(nn.Module):
     pooling: str
     dropout: float
     dtype: Any
+    pair_eyes: bool
 
     @classmethod
     def from_config(cls, m: ml_collections.ConfigDict) -> ZoomInNet:
@@ -108,6 +109,7 @@ class ZoomInNet(nn.Module):
             region_map=m.regions.map,
             region_levels=tuple(m.regions.levels),
             region_reduce=m.regions.reduce, pooling=m.pooling, dropout=m.dropout, dtype=DTYPES[m.dtype],
+            pair_eyes=bool(m.pair_eyes),
         )
 
     def _select(self, maps: jnp.ndarray, fov: jnp.ndarray | None = None, avoid: jnp.ndarray | None = None):
@@ -145,7 +147,8 @@ class ZoomInNet(nn.Module):
           on its own; patch_features (B, N', D) C-Net's pooled feature of each patch (lesion mining, `mine.py`);
           gated, attention, scores (B, h, w, K);
           boxes (B, N', 4) int32 high-res (y0, x0, y1, x1) end exclusive; box_scores (B, N') — N' = N, or
-          N * len(region_levels) with region_reduce 'per_level'.
+          N * len(region_levels) with region_reduce 'per_level'; with `pair_eyes` also pair_logits (B, K), each row
+          graded on its fused feature and its partner row's (rows 2k and 2k + 1: one patient's two eyes).
         """
         x = images.astype(jnp.float32)
         if images.dtype == jnp.uint8:
@@ -183,7 +186,15 @@ class ZoomInNet(nn.Module):
         f_c = self._pool(per_patch)
         fused = jnp.concatenate([f_m, f_c], axis=-1)
         logits = fix("cnet", nn.Dense(self.num_classes, name="fusion_head")(drop(fused)))
-        return {
+        extra = {}
+        if self.pair_eyes:  # rows 2k, 2k + 1 are one patient's eyes (data/pairs.py): each row reads its partner's
+            own = fix("cnet", fused)
+            # Static indices; an odd last row (only initialisation's batch of one: validate.py asks for whole
+            # patients) is its own partner.
+            partner = own[jnp.minimum(jnp.arange(b) ^ 1, b - 1)]
+            both = jnp.concatenate([own, partner], axis=-1)
+            extra["pair_logits"] = fix("pair", nn.Dense(self.num_classes, name="pair_head")(drop(both)))
+        return extra | {
             "logits": logits.astype(jnp.float32),
             "mnet_logits": mnet_logits.astype(jnp.float32),
             "patch_logits": patch_logits.astype(jnp.float32),
@@ -198,7 +209,8 @@ class ZoomInNet(nn.Module):
 
 
 # Top-level parameter collections of each sub-network, for counting, freezing and reporting.
-SUBNETWORKS = {"mnet": ("mnet", "mnet_head"), "anet": ("anet",), "cnet": ("cnet", "patch_head", "fusion_head")}
+SUBNETWORKS = {"mnet": ("mnet", "mnet_head"), "anet": ("anet",), "cnet": ("cnet", "patch_head", "fusion_head"),
+               "pair": ("pair_head",)}
 
 
 def param_counts(params: dict) -> dict[str, int]:
