@@ -136,7 +136,7 @@ def forward_demo(config: ml_collections.ConfigDict) -> dict:
     for i in range(min(5, len(grades))):
         print(f"  image {i} (grade {grades[i]}, {len(lesions[i])} lesions): {out['boxes'][i].tolist()}")
 
-    kinds = {k: j for j, k in enumerate(metrics.LESION_KIND_NAMES)}
+    kinds = {k: j for j, k in enumerate(metrics.LESION_KINDS)}
     width = max(1, max(len(x) for x in lesions))
     lb = np.zeros((len(lesions), width, 4), np.int32)
     lk = np.zeros((len(lesions), width), np.int32)

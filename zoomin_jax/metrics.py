@@ -25,8 +25,6 @@ import numpy as np
 
 from zoomin_jax.lesions import LESION_KINDS
 
-LESION_KIND_NAMES = LESION_KINDS
-
 # Specificities at which the binary tasks report sensitivity.
 REPORTED_SPECIFICITIES = (0.90, 0.95)
 
@@ -505,7 +503,7 @@ def lesion_recall_at_k(
     lesion_kinds: np.ndarray,
     lesion_valid: np.ndarray,
     ks: Iterable[int] = range(1, 9),
-    kind_names: Sequence[str] = LESION_KIND_NAMES,
+    kind_names: Sequence[str] = LESION_KINDS,
 ) -> dict:
     """Share of annotated lesions whose centre lies inside one of the top-k predicted boxes.
 
@@ -626,7 +624,7 @@ def lesion_recall_chance(
     fov_rows: np.ndarray,
     patch_size: int,
     ks: Iterable[int] = range(1, 9),
-    kind_names: Sequence[str] = LESION_KIND_NAMES,
+    kind_names: Sequence[str] = LESION_KINDS,
 ) -> dict:
     """The recall@k that k random boxes would reach: the chance level of `lesion_recall_at_k`.
 
@@ -710,7 +708,7 @@ def optic_disc_first(
 
 
 def format_localisation(recall: Mapping | None, disc: Mapping | None, k: int = 4,
-                        kind_names: Sequence[str] = LESION_KIND_NAMES) -> list[str]:
+                        kind_names: Sequence[str] = LESION_KINDS) -> list[str]:
     """Summary lines of `lesion_recall_at_k` (+ `lesion_recall_chance` keys) and `optic_disc_first`.
 
     E.g. "lesion recall@4 0.291 (chance 0.270; 412 lesions); haemorrhage 0.300 (chance 0.281; 150), ..." and

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-BLACK = 12  # a pixel all of whose channels are at or below this is background (JPEG noise included)
+from zoomin_jax.data.fov import BLACK_LEVEL
+
+# A pixel all of whose channels are at or below this is background (JPEG noise included): the field of view's level.
+BLACK = BLACK_LEVEL
 SUBSAMPLE = 8  # the disc's mean colour is taken on every SUBSAMPLE-th row and column
 STEP_MEAN = 16.0  # the mean is rounded to 1/STEP_MEAN of a grey level
 STEP_FACTOR = 1024.0  # brightness and contrast are rounded to 1/STEP_FACTOR

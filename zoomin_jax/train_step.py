@@ -124,7 +124,7 @@ def make_train_step(model: ZoomInNet, config: ml_collections.ConfigDict, stage: 
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
         metrics.update({f"loss_{k}": v for k, v in losses.items()})
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics

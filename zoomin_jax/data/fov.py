@@ -20,7 +20,8 @@ from scipy import ndimage
 from zoomin_jax.data import preprocess
 
 # A pixel is black (outside the FOV) when its brightest channel is at or below this (JPEG noise in the black border
-# stays under it; the darkest vignetted rims of IDRiD photographs are well above). Same level as `augment._BLACK`.
+# stays under it; the darkest vignetted rims of IDRiD photographs are well above). The train step's brightness and
+# contrast keep the same pixels black (`photometric.BLACK`).
 BLACK_LEVEL = 12
 
 

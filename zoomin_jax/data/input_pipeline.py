@@ -67,52 +67,15 @@ from zoomin_jax.data import pairs as pairs_lib
 # Decode to RGB directly (no BGR pass) and ignore any EXIF orientation tag, as PIL does (OpenCV would otherwise turn
 # the image; the builders store none). A grayscale JPEG comes out with its one plane repeated in all three channels.
 _DECODE_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
-# libjpeg's DCT scaling to 1/2, 1/4, 1/8 of the stored side: OpenCV's reduced grayscale flags plus IMREAD_COLOR_RGB.
-_REDUCED = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's frame header, without decoding (None if not found)."""
-    i = 2
-    while i + 9 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _SOF:
-            return int.from_bytes(data[i + 5: i + 7], "big"), int.from_bytes(data[i + 7: i + 9], "big")
-        i += 2 + int.from_bytes(data[i + 2: i + 4], "big")
-    return None
-
-
-def decode_jpeg(data: bytes, size: int | None = None) -> np.ndarray:
+def decode_jpeg(data: bytes) -> np.ndarray:
     """Decodes JPEG bytes to uint8 RGB (OpenCV's libjpeg-turbo; the pixels equal PIL's for the stored JPEGs).
-
-    Args:
-      data: encoded JPEG.
-      size: if given and smaller than the stored side, decode reduced: libjpeg's DCT scaling to the largest
-        power-of-two reduction (at most 8) that is not below `size`, then an area resize to size x size. The
-        pipeline decodes at the stored size (size=None).
-
-    Returns:
-      uint8 (H, W, 3).
 
     Raises:
       ValueError: if OpenCV cannot decode `data`.
     """
-    flags = _DECODE_FLAGS
-    if size is not None:
-        hw = jpeg_size(data)
-        side = min(hw) if hw else 0
-        factor = max((f for f in (2, 4, 8) if side // f >= size), default=1)
-        if factor > 1:
-            flags = _REDUCED[factor] | cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
     if image is None:
         raise ValueError(f"cannot decode the image ({len(data)} bytes; expected JPEG)")
-    if size is not None and size < min(image.shape[:2]):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     return image
 
 

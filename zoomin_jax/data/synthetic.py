@@ -111,11 +111,6 @@ def assign_grades(n: int, distribution=EYEPACS_GRADE_DISTRIBUTION, seed: int = 0
     return grades
 
 
-def sample_grades(n: int, distribution=EYEPACS_GRADE_DISTRIBUTION, seed: int = 0) -> np.ndarray:
-    """Independent random grades drawn from `distribution` (for ad-hoc use; datasets use `assign_grades`)."""
-    return np.random.default_rng(seed).choice(5, size=n, p=normalise_distribution(distribution))
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Small drawing helpers
 
