@@ -286,8 +286,7 @@ def test_balance_weights_schedule():
 def test_eval_padding_and_shards(config):
     cfg = replace(config, eval_split="validation")  # 10 examples, global batch 4, 2 processes
     assert ip.num_eval_steps(10, 4) == 3
-    per_process = [list(ip.eval_iterator(cfg, "validation", process_index=p, process_count=2, tta=("identity",)))
-                   for p in range(2)]
+    per_process = [list(ip.eval_iterator(cfg, "validation", process_index=p, process_count=2)) for p in range(2)]
     assert [len(x) for x in per_process] == [3, 3]
     rows = [(int(i), bool(m), s) for batches in per_process for b in batches
             for i, m, s in zip(b["index"], b["mask"], b["id"], strict=True)]
@@ -299,23 +298,6 @@ def test_eval_padding_and_shards(config):
     last = per_process[1][-1]
     assert last["image"].dtype == np.uint8 and not last["image"][~last["mask"]].any()
     assert last["id"].dtype == object
-
-
-def test_eval_tta_batches(config):
-    cfg = replace(config, eval_split="validation")
-    variants = ("identity", "rot90", "flip_lr")
-    batches = list(ip.eval_iterator(cfg, "validation", process_index=0, process_count=1, tta=variants))
-    assert len(batches) == 3 * len(variants)
-    for k in range(3):
-        ident, rot, flip = batches[3 * k: 3 * k + 3]
-        assert [b["variant"][0] for b in (ident, rot, flip)] == [0, 1, 2]
-        np.testing.assert_array_equal(rot["index"], ident["index"])
-        np.testing.assert_array_equal(rot["image"], np.rot90(ident["image"], 1, axes=(1, 2)))
-        np.testing.assert_array_equal(flip["image"], ident["image"][:, :, ::-1])
-        v = ident["lesion_valid"]
-        np.testing.assert_array_equal(rot["lesion_boxes"][v], augment.tta_boxes(ident["lesion_boxes"][v], "rot90",
-                                                                                  SIZE))
-        assert not rot["lesion_boxes"][~v].any()
 
 
 # ------------------------------------------------------------------------------------------------- augmentation
@@ -393,23 +375,19 @@ def test_boxes_outside_are_dropped():
     assert keep.tolist() == [False, True] and len(new) == 1
 
 
-def test_tta_variants_exact():
+def test_device_test_time_variants_are_exact_flips_and_turns():
+    """The eval step's variants (evaluate.TTA, the one definition) against numpy's own flips and turns."""
+    from zoomin_jax import evaluate
+
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(augment.tta_image(augment.tta_image(x, "rot270"), "rot90"), x)
-    np.testing.assert_array_equal(augment.tta_image(augment.tta_image(x, "rot180"), "rot180"), x)
-    np.testing.assert_array_equal(augment.tta_image(x, "flip_ud"), x[:, ::-1])
-    np.testing.assert_array_equal(augment.tta_image(x, "identity"), x)
-    # boxes follow the image under every variant
-    img = np.zeros((8, 8, 3), np.uint8)
-    img[1:3, 4:7] = 255
-    for name in augment.TTA_VARIANTS:
-        t = augment.tta_image(img, name)
-        ys, xs = np.nonzero(t[..., 0])
-        want = [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
-        assert augment.tta_boxes(np.array([1, 4, 3, 7]), name, 8).tolist() == want, name
-    with pytest.raises(ValueError, match="rot90"):
-        augment.tta_image(x, "rot45")
+    want = {"identity": x, "flip_lr": x[:, :, ::-1], "flip_ud": x[:, ::-1], "rot90": np.rot90(x, 1, axes=(1, 2)),
+            "rot180": x[:, ::-1, ::-1], "rot270": np.rot90(x, -1, axes=(1, 2))}
+    assert sorted(evaluate.TTA) == sorted(want)
+    for name, w in want.items():
+        np.testing.assert_array_equal(np.asarray(evaluate.TTA[name](x)), w, err_msg=name)
+    with pytest.raises(ValueError, match="rot45"):
+        evaluate.check_tta(("identity", "rot45"))
 
 
 def test_decode_grayscale_orientation_and_errors():

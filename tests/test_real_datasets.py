@@ -237,27 +237,6 @@ def test_idrid_eval_batches_carry_fov_and_optic_disc(idrid_prepared):
     np.testing.assert_array_equal(rot["optic_disc"][v], augment.tta_boxes(ident["optic_disc"][v], "rot90", SIZE))
 
 
-@pytest.mark.parametrize("variant", augment.TTA_VARIANTS)
-def test_tta_turns_the_field_of_view_with_the_image(variant):
-    """An asymmetric field of view (a triangle cut by a band) follows each test-time variant exactly."""
-    from zoomin_jax.data import input_pipeline as ip
-
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    image = np.zeros((1, SIZE, SIZE, 3), np.uint8)
-    image[0, (xx < yy) & (yy < 50)] = 90  # a triangle, cut off at row 50
-    disc = np.array([[5, 2, 20, 12]], np.int32)
-    batch = {"image": image, "label": np.zeros(1, np.int32), "lesion_boxes": np.zeros((1, 1, 4), np.int32),
-             "lesion_valid": np.zeros((1, 1), bool), "fov_rows": fov.field_of_view(image[0])[None].astype(np.int16),
-             "optic_disc": disc, "optic_disc_valid": np.ones(1, bool)}
-    (out,) = ip.with_tta(iter([batch]), (variant,), SIZE)
-    np.testing.assert_array_equal(out["fov_rows"][0], fov.field_of_view(out["image"][0]))
-    # The optic-disc box still frames the same pixels: paint it, transform the picture, find it again.
-    painted = np.zeros((SIZE, SIZE, 1), np.uint8)
-    painted[5:20, 2:12] = 1
-    ys, xs = np.nonzero(augment.tta_image(painted, variant)[..., 0])
-    np.testing.assert_array_equal(out["optic_disc"][0], [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
-
-
 def test_idrid_without_testing_set(tmp_path):
     fx.make_idrid(tmp_path / "m")
     builder = _prepare(idrid, tmp_path / "m", tmp_path / "tfds")

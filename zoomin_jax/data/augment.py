@@ -1,4 +1,5 @@
-"""Training augmentation and test-time variants of one high-resolution fundus image and its lesion boxes.
+"""Training augmentation of one high-resolution fundus image and its lesion boxes (test-time variants run on the
+device: `evaluate.forward_with_tta`).
 
 Everything is numpy/OpenCV on the host, per example, and deterministic given an `np.random.Generator` (the input
 pipeline hands one per example from a grain `random_map`, so the result depends only on the seed and the example's
@@ -36,7 +37,6 @@ from zoomin_jax.data import fov as fov_lib
 
 cv2.setNumThreads(1)  # see the module docstring
 
-TTA_VARIANTS = ("identity", "flip_lr", "flip_ud", "rot90", "rot180", "rot270")
 
 
 def affine_matrix(size: int, angle_deg: float = 0.0, scale: float = 1.0, flip_lr: bool = False,
@@ -189,40 +189,3 @@ def random_augment(
     return Augmented(np.asarray(image), boxes, kinds, factors, fov_lib.mask_to_rows(mask > 127))
 
 
-def _tta_ops(name: str) -> tuple[bool, int]:
-    """(flip_lr first, then k quarter turns counter-clockwise) of a test-time variant."""
-    ops = {"identity": (False, 0), "flip_lr": (True, 0), "flip_ud": (True, 2), "rot90": (False, 1),
-           "rot180": (False, 2), "rot270": (False, 3)}
-    if name not in ops:
-        raise ValueError(f"unknown test-time variant {name!r}: use one of {TTA_VARIANTS}")
-    return ops[name]
-
-
-def tta_image(images: np.ndarray, name: str) -> np.ndarray:
-    """A test-time variant of an image or a batch of images (exact: flips and quarter turns only).
-
-    Args:
-      images: (..., H, W, C) array, H == W for the turns.
-      name: one of TTA_VARIANTS; rot90 turns counter-clockwise as displayed (np.rot90).
-
-    Returns:
-      The transformed array (a new contiguous array).
-    """
-    flip, k = _tta_ops(name)
-    out = images[..., :, ::-1, :] if flip else images
-    out = np.rot90(out, k, axes=(-3, -2)) if k else out
-    return np.ascontiguousarray(out)
-
-
-def tta_boxes(boxes: np.ndarray, name: str, size: int) -> np.ndarray:
-    """Boxes (..., 4) (y0, x0, y1, x1), end exclusive, under the variant `name` of a size x size image.
-
-    Zero (padding) boxes are mapped like any other; callers keep their own validity mask.
-    """
-    flip, k = _tta_ops(name)
-    y0, x0, y1, x1 = np.moveaxis(np.asarray(boxes), -1, 0)
-    if flip:
-        x0, x1 = size - x1, size - x0
-    for _ in range(k):  # one counter-clockwise quarter turn: (y, x) -> (size - x, y)
-        y0, x0, y1, x1 = size - x1, y0, size - x0, y1
-    return np.stack([y0, x0, y1, x1], -1).astype(np.int32)

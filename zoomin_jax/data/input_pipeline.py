@@ -13,11 +13,8 @@ processes. The iterator's position is `iterator.get_state()`; `set_state` on a f
 bit-identical batches (see `docs/input_pipeline.md` for Orbax).
 
 Eval (`eval_iterator`): positions 0 .. n-1 padded to whole global batches, `num_eval_steps(n, G)` steps on every
-process; process i reads a contiguous shard. Padding rows have mask False and index -1. Test-time variants are
-opt-in (`tta=`; `evaluate.py` instead applies `config.data.eval_tta` on device): the iterator then yields, for each
-step, one batch per variant in the order given (the same rows, the variant applied to the image and the boxes,
-`variant` set to its position in the list), and a consumer accumulates probabilities per `index` over the rows with
-mask True and divides by the number of variants.
+process; process i reads a contiguous shard. Padding rows have mask False and index -1. Test-time variants are made
+on the device by the eval step (`evaluate.forward_with_tta`), not here.
 
 Host batch format (a dict of numpy arrays; b = global batch / process_count rows, S = model.image_size,
 L = data.max_lesions):
@@ -33,7 +30,6 @@ L = data.max_lesions):
                                     field of view moved with the augmented image
 eval batches also:
   mask         bool  (b,)           False on padding rows
-  variant      int32 (b,)           the test-time variant's position in the `tta` list (0 without TTA)
   id           object (b,) of str   the example's id ("" on padding); host only: pop it before `to_global`.
   fov_rows     int16 (b, S, 2)      field of view: per image row the columns [x0, x1) showing the retina (`fov.py`;
                                     stored by IDRiD, else found from the image's non-black pixels), for the chance
@@ -577,68 +573,31 @@ def eval_dataset(
     return _with_workers(batches.to_iter_dataset(_read_options(config)), config)
 
 
-def with_tta(batches: Iterator[dict], variants: Sequence[str], image_size: int) -> Iterator[dict]:
-    """For each batch, one batch per test-time variant (image and boxes transformed, `variant` set).
-
-    Args:
-      batches: host eval batches.
-      variants: names from `augment.TTA_VARIANTS`.
-      image_size: S, for the box transform.
-
-    Yields:
-      len(variants) batches per input batch, in the order of `variants`.
-    """
-    for name in variants:
-        augment_lib.tta_boxes(np.zeros((1, 4), np.int32), name, image_size)  # fail early on a bad name
-    for batch in batches:
-        rows = len(batch["label"])
-        for v, name in enumerate(variants):
-            out = dict(batch)
-            if name != "identity":
-                out["image"] = augment_lib.tta_image(batch["image"], name)
-                out["lesion_boxes"] = augment_lib.tta_boxes(batch["lesion_boxes"], name, image_size) * batch[
-                    "lesion_valid"
-                ][..., None].astype(np.int32)
-                if "fov_rows" in batch:
-                    mask = fov_lib.rows_to_mask(batch["fov_rows"], image_size)[..., None]
-                    out["fov_rows"] = fov_lib.mask_to_rows(augment_lib.tta_image(mask, name)[..., 0]).astype(np.int16)
-                    out["optic_disc"] = augment_lib.tta_boxes(batch["optic_disc"], name, image_size) * batch[
-                        "optic_disc_valid"
-                    ][..., None].astype(np.int32)
-            out["variant"] = np.full((rows,), v, np.int32)
-            yield out
-
-
 def eval_iterator(
     config: ml_collections.ConfigDict,
     split: str,
     *,
     process_index: int | None = None,
     process_count: int | None = None,
-    tta: Sequence[str] | None = None,
     source: Any = None,
 ) -> Iterator[dict]:
     """A deterministic pass over an eval split, padded so that every process runs the same number of steps.
+
+    Test-time variants are not made here: the eval step applies `config.data.eval_tta` on the device
+    (`evaluate.forward_with_tta`, the one definition).
 
     Args:
       config: the run config.
       split: a TFDS split string (e.g. `config.data.eval_split`).
       process_index, process_count: default `jax.process_index()` / `jax.process_count()`.
-      tta: test-time variants to produce on the host (names from `augment.TTA_VARIANTS`); None: none, one batch
-        per step (`evaluate.py` applies `config.data.eval_tta` on device, so it passes None).
       source: the split's source (default: `datasets.open_split(config, split)`).
 
     Returns:
-      An iterator of `num_eval_steps(n, G) * len(tta)` host batches: for each step, one batch per variant. Average
-      per example by accumulating the rows with `mask` into slot `index` and dividing by len(tta).
+      An iterator of `num_eval_steps(n, G)` host batches; rows with `mask` False are padding.
     """
     process_index, process_count = _process(process_index, process_count)
     if source is None:
         from zoomin_jax.data import datasets
 
         source = datasets.open_split(config, split)
-    variants = ("identity",) if tta is None else tuple(tta)
-    if not variants:
-        raise ValueError("tta must name at least one variant, e.g. ('identity',)")
-    ds = eval_dataset(config, source, process_index=process_index, process_count=process_count)
-    return with_tta(iter(ds), variants, config.model.image_size)
+    return iter(eval_dataset(config, source, process_index=process_index, process_count=process_count))
