@@ -329,15 +329,25 @@ def test_box_follows_lesion(angle, scale, flip_lr):
     assert y0 >= ys.min() - 2 and x0 >= xs.min() - 2 and y1 <= ys.max() + 3 and x1 <= xs.max() + 3
 
 
-def test_quarter_turn_matches_tta_exactly():
+def test_quarter_turn_and_flip_are_exact():
+    """A 90-degree warp is numpy's quarter turn to the pixel; boxes follow the painted square (found again in the
+    turned picture, not through the box arithmetic)."""
     image, boxes = disc_with_square()
     image[5:9, 40:44] = 200  # asymmetric marks
     m = augment.affine_matrix(SIZE, 90.0)
-    np.testing.assert_array_equal(augment.warp_image(image, m), augment.tta_image(image, "rot90"))
-    np.testing.assert_array_equal(augment.transform_boxes(boxes, m, SIZE)[0], augment.tta_boxes(boxes, "rot90", SIZE))
+    turned = np.rot90(image, 1, axes=(0, 1))
+    np.testing.assert_array_equal(augment.warp_image(image, m), turned)
+
+    def extent(mask):
+        ys, xs = np.nonzero(mask)
+        return [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
+
+    painted = np.zeros((SIZE, SIZE), bool)
+    y0, x0, y1, x1 = boxes[0]
+    painted[y0:y1, x0:x1] = True
+    assert augment.transform_boxes(boxes, m, SIZE)[0][0].tolist() == extent(np.rot90(painted, 1))
     mf = augment.affine_matrix(SIZE, 0.0, flip_lr=True)
-    np.testing.assert_array_equal(augment.transform_boxes(boxes, mf, SIZE)[0],
-                                  augment.tta_boxes(boxes, "flip_lr", SIZE))
+    assert augment.transform_boxes(boxes, mf, SIZE)[0][0].tolist() == extent(painted[:, ::-1])
 
 
 def test_rotation_keeps_disc_centred():
@@ -376,18 +386,18 @@ def test_boxes_outside_are_dropped():
 
 
 def test_device_test_time_variants_are_exact_flips_and_turns():
-    """The eval step's variants (evaluate.TTA, the one definition) against numpy's own flips and turns."""
-    from zoomin_jax import evaluate
+    """The eval step's variants (eval_step.TTA, the one definition) against numpy's own flips and turns."""
+    from zoomin_jax import eval_step
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
     want = {"identity": x, "flip_lr": x[:, :, ::-1], "flip_ud": x[:, ::-1], "rot90": np.rot90(x, 1, axes=(1, 2)),
             "rot180": x[:, ::-1, ::-1], "rot270": np.rot90(x, -1, axes=(1, 2))}
-    assert sorted(evaluate.TTA) == sorted(want)
+    assert sorted(eval_step.TTA) == sorted(want)
     for name, w in want.items():
-        np.testing.assert_array_equal(np.asarray(evaluate.TTA[name](x)), w, err_msg=name)
+        np.testing.assert_array_equal(np.asarray(eval_step.TTA[name](x)), w, err_msg=name)
     with pytest.raises(ValueError, match="rot45"):
-        evaluate.check_tta(("identity", "rot45"))
+        eval_step.check_tta(("identity", "rot45"))
 
 
 def test_decode_grayscale_orientation_and_errors():

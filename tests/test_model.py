@@ -91,14 +91,14 @@ def test_eval_step_keeps_boxes_in_each_field_of_view_and_turns_it_with_the_image
     """`regions.fov`: the eval step takes each image's field of view; boxes sit on cells whose centre shows the
     retina, and a test-time flip flips the field of view with the image (oracle: mirrored inputs swap the terms of
     the test-time average)."""
-    from zoomin_jax import evaluate
+    from zoomin_jax import eval_step
 
     c, mesh, model, variables, images = setup
     rows = np.zeros((8, 200, 2), np.int16)
     for i in range(8):  # a different band per image: only rows [lo, lo + 70) show the retina, left part only
         lo = 10 + 15 * i
         rows[i, lo:lo + 70] = (0, 150)
-    step = evaluate.make_eval_step(model, mesh, ("identity", "flip_lr"), fov=True)
+    step = eval_step.make_eval_step(model, mesh, ("identity", "flip_lr"), fov=True)
     index = np.arange(8, dtype=np.int32)
     out = jax.device_get(step(variables, *sharding.to_global((images, index, rows), mesh)))
     mask = np.asarray(regions.fov_mask(jnp.asarray(rows), 200))

@@ -7,7 +7,7 @@ import pytest
 from fixtures_real import fundus_photo, jpeg_bytes
 from PIL import Image, ImageFile
 
-from zoomin_jax.data import photo, preprocess, skips
+from zoomin_jax.data import photo, preprocess, real_builder, skips
 
 
 def _png(img: np.ndarray, mode: str) -> bytes:
@@ -159,8 +159,8 @@ def test_unique_rows_never_guesses():
     c = skips.SkipCounter("train")
     rows = [{"image": "a", "level": "1"}, {"image": "a", "level": "1"}, {"image": "b", "level": "1"},
             {"image": "b", "level": "2"}, {"image": "", "level": ""}, {"image": "c", "level": "0"}]
-    out = skips.unique_rows(rows, "image", c)
+    out = real_builder.unique_rows(rows, "image", c)
     assert sorted(out) == ["a", "c"]
     assert c.as_dict() == {"conflicting_rows": 1} and c.duplicates == 1  # the repeat of "a" drops nothing
-    assert [skips.parse_int(v, 0, 4) for v in ("3", "3.0", 3.0, "5", "-1", "x", "2.5")] == [3, 3, 3, None, None,
+    assert [real_builder.parse_int(v, 0, 4) for v in ("3", "3.0", 3.0, "5", "-1", "x", "2.5")] == [3, 3, 3, None, None,
                                                                                            None, None]

@@ -163,7 +163,7 @@ def test_predict_on_a_folder_grades_each_photograph_as_the_eval_step_does_alone(
     padding): every row is the eval step's output for that photograph prepared alone, boxes mapped back to it."""
     from PIL import Image
 
-    from zoomin_jax import evaluate, predict, sharding
+    from zoomin_jax import eval_step, predict, restore, sharding
 
     wd, _ = uninterrupted
     c = e2e_config(data_dir)
@@ -189,9 +189,9 @@ def test_predict_on_a_folder_grades_each_photograph_as_the_eval_step_does_alone(
     assert sorted(r["path"] for r in out["rows"]) == sorted(names)
     assert sorted((p, reason) for p, reason, _ in out["unreadable"]) == [("cut.jpg", "truncated"),
                                                                          ("gray.png", "grayscale")]
-    model, mesh, variables, step = evaluate.restore_model(c, str(wd))
+    model, mesh, variables, step = restore.restore_model(c, str(wd))
     assert out["step"] == step == 8
-    eval_step = evaluate.make_eval_step(model, mesh, tuple(c.data.eval_tta))
+    eval_step = eval_step.make_eval_step(model, mesh, tuple(c.data.eval_tta))
     for r in out["rows"]:
         prep = predict.prepare(tmp_path / "in" / r["path"], c)
         images = np.zeros((8, 100, 100, 3), np.uint8)
@@ -219,7 +219,7 @@ def test_predict_gives_each_photograph_the_evaluations_prediction_in_every_datas
     heads) and boxes. Photographs cut at top and bottom, so the field of view has black bands Graham greys."""
     import fixtures_real as fx
 
-    from zoomin_jax import evaluate, predict
+    from zoomin_jax import evaluate, predict, restore
 
     wd, _ = uninterrupted
     c = e2e_config(data_dir)
@@ -235,8 +235,8 @@ def test_predict_gives_each_photograph_the_evaluations_prediction_in_every_datas
     else:
         fx.make_messidor(manual, sheet="csv", hw=(300, 420))
         c.data.eval_split, photos = "test", manual
-    model, mesh, variables, _ = evaluate.restore_model(c, str(wd))
-    evaluated = evaluate.predict(model, variables, c, mesh, c.data.eval_split)
+    model, mesh, variables, _ = restore.restore_model(c, str(wd))
+    evaluated = evaluate.infer_split(model, variables, c, mesh, c.data.eval_split)
     out = predict.predict_folder(c, str(wd), str(photos), str(tmp_path / "out"), pictures=False)
     by_id = {Path(r["path"]).stem: r for r in out["rows"]}
     assert set(evaluated["id"]) <= set(by_id) and len(evaluated["id"]) >= 4
@@ -413,7 +413,7 @@ def test_mine_clusters_each_patch_by_its_own_photographs_feature(uninterrupted, 
 
     from PIL import Image
 
-    from zoomin_jax import evaluate, mine, sharding
+    from zoomin_jax import eval_step, mine, restore, sharding
     from zoomin_jax.data import datasets
 
     wd, _ = uninterrupted
@@ -424,8 +424,8 @@ def test_mine_clusters_each_patch_by_its_own_photographs_feature(uninterrupted, 
 
     source = datasets.open_split(c, "validation")
     images = np.stack([input_pipeline.decode_jpeg(source[i]["image"]) for i in range(8)])
-    model, mesh, variables, _ = evaluate.restore_model(c, str(wd))
-    step = evaluate.make_eval_step(model, mesh, ("identity",), features=True)  # compiled already: the cache has it
+    model, mesh, variables, _ = restore.restore_model(c, str(wd))
+    step = eval_step.make_eval_step(model, mesh, ("identity",), features=True)  # compiled already: the cache has it
     alone = jax.device_get(step(variables, *sharding.to_global((images[::-1], np.arange(8, dtype=np.int32)), mesh)))
     feats = alone["patch_features"][::-1].reshape(16, -1)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)

@@ -25,7 +25,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from zoomin_jax import bootstrap
-from zoomin_jax.evaluate import HEADS, RESULTS_FILE, prob_columns
+from zoomin_jax.evaluate import RESULTS_FILE
+from zoomin_jax.heads import HEADS
+from zoomin_jax.predictions_csv import prob_columns
 
 REFERENCE = "mnet"
 

@@ -1,124 +1,42 @@
-"""Evaluation: sharded inference over a split, the paper's three heads, metrics, per-image prediction CSVs.
+"""Evaluation: sharded inference over a split, the heads' metrics, the run's results and thresholds.
 
-Heads (the paper's ablation): "M-Net" = softmax of M-Net's logits; "M-Net + A-Net" = the mean of M-Net's and
-A-Net's probabilities; "Zoom-in-Net" = softmax of the fused logits. Test-time variants (`config.data.eval_tta`:
-flips and right-angle rotations) are applied on the device inside the eval step and their probabilities averaged;
-boxes always come from the untransformed image.
+The step itself is `eval_step.py`; the predictions CSV `predictions_csv.py`; a checkpoint's model `restore.py`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from zoomin_jax import checkpoint, metrics, paths, progress, regions, sharding
+from zoomin_jax import metrics, paths, progress, sharding
 from zoomin_jax.data import input_pipeline, patient_split
-from zoomin_jax.forward import abstract_variables, build
+from zoomin_jax.eval_step import make_eval_step
+from zoomin_jax.heads import HEADS
 from zoomin_jax.models.zoom_in import ZoomInNet
+from zoomin_jax.predictions_csv import thresholds_note, write_predictions
 from zoomin_jax.preemption import Preempted, Preemption, compile_promptly
+from zoomin_jax.restore import restore_model
 from zoomin_jax.validate import validate_config
 
-HEADS = {"mnet": "M-Net", "mnet_anet": "M-Net + A-Net", "zoom_in": "Zoom-in-Net", "pair": "Both eyes"}
-
-
-def heads_for(config: ml_collections.ConfigDict) -> list[str]:
-    """The heads a config's model has, in display order ("pair" only with `model.pair_eyes`)."""
-    return [h for h in HEADS if h != "pair" or config.model.get("pair_eyes", False)]
 RESULTS_FILE = "eval_results.json"
 PROGRESS_EVERY_S = 30.0  # an evaluation pass prints how far it is at most this often (none on short splits)
 ID_BYTES = 64  # longest image id carried between hosts
-
-TTA = {
-    "identity": lambda x: x,
-    "flip_lr": lambda x: x[:, :, ::-1],
-    "flip_ud": lambda x: x[:, ::-1],
-    "rot90": lambda x: jnp.rot90(x, 1, axes=(1, 2)),
-    "rot180": lambda x: jnp.rot90(x, 2, axes=(1, 2)),
-    "rot270": lambda x: jnp.rot90(x, 3, axes=(1, 2)),
-}
-
-
-def head_probabilities(out: dict) -> dict[str, jnp.ndarray]:
-    """Class probabilities of each head from the model's outputs."""
-    p_m = jax.nn.softmax(out["mnet_logits"])
-    probs = {"mnet": p_m, "mnet_anet": (p_m + jax.nn.softmax(out["anet_logits"])) / 2,
-             "zoom_in": jax.nn.softmax(out["logits"])}
-    if "pair_logits" in out:
-        probs["pair"] = jax.nn.softmax(out["pair_logits"])
-    return probs
-
-
-def check_tta(tta: tuple[str, ...]) -> None:
-    unknown = [t for t in tta if t not in TTA]
-    if unknown or not tta:
-        raise ValueError(f"config.data.eval_tta has unknown variants {unknown or '(none given)'}; choose from "
-                         f"{sorted(TTA)}")
-
-
-def forward_with_tta(model: ZoomInNet, variables: Any, images: jnp.ndarray, tta: tuple[str, ...],
-                     fov_rows: jnp.ndarray | None = None) -> tuple[dict, dict]:
-    """The one definition of test-time variants (evaluation, predict and the exported artefact use it): each head's
-    probabilities averaged over `tta` (each variant turning the image, and the field of view with it), and the
-    untransformed pass's outputs (boxes, maps), which always come from the image as it is.
-
-    Returns:
-      ({head: (B, K) probabilities}, the model's outputs on the untransformed images).
-    """
-    fov = None if fov_rows is None else regions.fov_mask(fov_rows, images.shape[1])
-    base = model.apply(variables, images, train=False, fov=fov)
-    probs = head_probabilities(base) if "identity" in tta else None
-    for name in tta:
-        if name == "identity":
-            continue
-        turned = None if fov is None else TTA[name](fov)
-        p = head_probabilities(model.apply(variables, TTA[name](images), train=False, fov=turned))
-        probs = p if probs is None else jax.tree_util.tree_map(jnp.add, probs, p)
-    return jax.tree_util.tree_map(lambda p: p / len(tta), probs), base
-
-
-def make_eval_step(model: ZoomInNet, mesh: Mesh, tta: tuple[str, ...] = ("identity",), fov: bool = False,
-                   maps: bool = False, features: bool = False):
-    """jit(variables, images, index[, fov_rows]) -> {'probs': {head: (B, K)}, 'boxes', 'box_scores', 'index'}.
-
-    Images and index are sharded on 'data'; the index (each row's position in the split, -1 on padding) travels
-    with the outputs, so a row's predictions are joined to its label by the index, never by position. With `fov`
-    (`config.model.regions.fov`) the step takes `fov_rows` too (int (B, S, 2), the batches' field of view), and
-    each test-time variant turns it with the image. With `maps` the outputs also hold the untransformed pass's
-    'attention' and 'gated' maps (B, h, w, K), for pictures; with `features` its 'patch_features' (B, N, D), C-Net's
-    feature of each zoomed patch, for lesion mining.
-    """
-    check_tta(tta)
-
-    def step(variables, images, index, fov_rows=None):
-        probs, base = forward_with_tta(model, variables, images, tta, fov_rows)
-        out = {"probs": probs, "boxes": base["boxes"], "box_scores": base["box_scores"], "index": index}
-        if maps:
-            out.update(attention=base["attention"], gated=base["gated"])
-        if features:
-            out["patch_features"] = base["patch_features"]
-        return out
-
-    batch = sharding.batch_sharding(mesh)
-    data = (batch, batch, batch) if fov else (batch, batch)
-    return jax.jit(step, in_shardings=(sharding.replicated(mesh), *data), out_shardings=batch)
 
 
 HOST_KEYS = ("label", "lesion_boxes", "lesion_kinds", "lesion_valid", "index", "fov_rows", "optic_disc",
              "optic_disc_valid")
 
 
-def predict(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict, mesh: Mesh, split: str,
+def infer_split(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict, mesh: Mesh, split: str,
             eval_step=None, preemption: Preemption | None = None) -> dict:
     """Runs the eval step over a whole split (`eval_step` from `make_eval_step`, to reuse its compilation).
 
@@ -200,47 +118,6 @@ def _allgather_host(x: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def prob_columns(head: str, k: int = 5) -> list[str]:
-    """The predictions CSV's columns of one head's probabilities: p0..p4 for Zoom-in-Net (as before every head was
-    written), `<head>_p0`.. for the others."""
-    return [f"p{c}" if head == "zoom_in" else f"{head}_p{c}" for c in range(k)]
-
-
-def thresholds_note(split: str, step: int, reported_on: str) -> str:
-    """Where thresholds came from, for CSVs, JSON and reports: 'fitted on validation at step 2600', with
-    ' (in-sample)' when they are applied to the split they were fitted on (optimistic)."""
-    return f"fitted on {split} at step {step}" + (" (in-sample)" if split == reported_on else "")
-
-
-def write_predictions(path: str, preds: dict, thresholds: dict[str, np.ndarray] | None = None,
-                      note: str = "") -> None:
-    """One CSV row per image: id, label, the patient (datasets with patients), each head's grade, the thresholded
-    grades with where their thresholds came from (`note`, `thresholds_note`), every head's probabilities (so every
-    figure of the ablation can be recomputed from the file), the boxes."""
-    paths.ensure_dir(paths.join(path).parent)
-    k = preds["probs"]["zoom_in"].shape[1]
-    n_boxes = preds["boxes"].shape[1]
-    patients = preds.get("patient")
-    heads = [h for h in HEADS if h in preds["probs"]]
-    columns = ["zoom_in"] + [h for h in heads if h != "zoom_in"]  # Zoom-in-Net's p0..p4 first, as before
-    with paths.join(path).open("w") as f:
-        w = csv.writer(f)
-        header = ["id", "label"] + (["patient"] if patients is not None else []) + [f"grade_{h}" for h in heads]
-        header += [f"grade_{h}_thresholded" for h in (thresholds or {})] + (["thresholds"] if thresholds else [])
-        header += [c for h in columns for c in prob_columns(h, k)]
-        header += [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1")]
-        w.writerow(header)
-        grades = {h: preds["probs"][h].argmax(1) for h in heads}
-        thr = {h: metrics.apply_thresholds(metrics.expected_grade(preds["probs"][h]), t)
-               for h, t in (thresholds or {}).items()}
-        for i, image_id in enumerate(preds["id"]):
-            w.writerow([image_id, int(preds["label"][i])] + ([int(patients[i])] if patients is not None else [])
-                       + [int(grades[h][i]) for h in heads] + [int(thr[h][i]) for h in thr] + ([note] if thr else [])
-                       # 9 significant digits: a float32 exactly, so figures recomputed from the file are the run's
-                       + [f"{p:.9g}" for h in columns for p in preds["probs"][h][i]]
-                       + preds["boxes"][i].reshape(-1).tolist())
-
-
 def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str,
                    step: int, head: str = "all", tag: str = "eval", split: str | None = None,
                    thresholds: dict[str, list] | None = None, eval_step=None,
@@ -261,7 +138,7 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
       'thresholds_in_sample')}.
     """
     split = split or config.data.eval_split
-    preds = predict(model, variables, config, mesh, split, eval_step, preemption)
+    preds = infer_split(model, variables, config, mesh, split, eval_step, preemption)
     heads = [h for h in HEADS if h in preds["probs"]] if head == "all" else [head]
     recall, patch = None, int(config.model.regions.patch_size)
     if preds["lesion_valid"].any():
@@ -339,36 +216,6 @@ def save_results(workdir: str, results: dict) -> None:
         tmp = path.parent / (path.name + ".tmp")
         tmp.write_text(json.dumps(results, indent=1))
         os.replace(tmp, path)
-
-
-def restore_model(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
-    """The model of a training run's checkpoint (no optimiser, no training data), replicated on the mesh.
-
-    Returns:
-      (model, mesh, variables, step). Raises FileNotFoundError when the workdir has no such checkpoint, and
-      `checkpoint.BrokenCheckpoint` naming an intact step to use instead when it fails its checks.
-    """
-    mesh = sharding.make_mesh(config.mesh.data)
-    model = build(config)
-    ckpt = checkpoint.Checkpointer(workdir, async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None or step not in ckpt.all_steps():
-        raise FileNotFoundError(
-            f"No checkpoint{'' if step is None else f' at step {step}'} in {ckpt.directory} "
-            f"(available: {ckpt.all_steps() or 'none'}); train first with --mode=train and the same --workdir"
-        )
-    abstract = abstract_variables(model, config)
-    repl = sharding.replicated(mesh)
-    target = checkpoint.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: repl, abstract))
-    try:
-        variables = ckpt.restore(step, target)["model"]
-    except checkpoint.BrokenCheckpoint as e:  # refused, never used; the fix names an intact step
-        good = ckpt.newest_intact_step(other_than=step)
-        use = f"use step {good} with --step={good}" if good is not None else "no other step is intact"
-        raise checkpoint.BrokenCheckpoint(step, e.reason, f"{use}, or remove {ckpt.step_dir(step)} (a training "
-                                          "run moves it aside itself and resumes from the newest good step)"
-                                          ) from None
-    return model, mesh, variables, step
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,

@@ -29,18 +29,18 @@ import jax.numpy as jnp
 import ml_collections
 from jax import export as jax_export
 
-from zoomin_jax import evaluate
+from zoomin_jax import eval_step, evaluate, restore
 from zoomin_jax.data import photo
 from zoomin_jax.models.zoom_in import ZoomInNet
 
 
 def inference_function(model: ZoomInNet, variables: Any, fov: bool, tta: tuple[str, ...] = ("identity",)):
     """images (and fov_rows when `fov`) -> the dict of outputs described in the module docstring; probabilities
-    averaged over the test-time variants `tta` as the evaluation does (`evaluate.forward_with_tta`)."""
-    evaluate.check_tta(tta)
+    averaged over the test-time variants `tta` as the evaluation does (`eval_step.forward_with_tta`)."""
+    eval_step.check_tta(tta)
 
     def infer(images, fov_rows=None):
-        probs, out = evaluate.forward_with_tta(model, variables, images, tta, fov_rows)
+        probs, out = eval_step.forward_with_tta(model, variables, images, tta, fov_rows)
         return {
             "grade": jnp.argmax(probs["zoom_in"], axis=-1).astype(jnp.int32),
             "probabilities": probs["zoom_in"],
@@ -93,7 +93,7 @@ def metadata(config: ml_collections.ConfigDict, workdir: str, step: int) -> dict
 
 def export_checkpoint(config: ml_collections.ConfigDict, workdir: str, output: str, step: int | None = None) -> Path:
     """Restores the checkpoint, exports its inference function for this machine's platform and CPU, writes it."""
-    model, _, variables, step = evaluate.restore_model(config, workdir, step)
+    model, _, variables, step = restore.restore_model(config, workdir, step)
     platforms = tuple(dict.fromkeys([jax.default_backend(), "cpu"]))
     exported = export_model(model, variables, config, platforms=platforms)
     path = Path(output).expanduser()

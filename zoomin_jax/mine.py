@@ -40,7 +40,8 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from zoomin_jax import evaluate
+from zoomin_jax import evaluate, restore
+from zoomin_jax.eval_step import make_eval_step
 from zoomin_jax.lesions import LESION_KINDS
 from zoomin_jax.validate import validate_config
 
@@ -194,11 +195,11 @@ def mine_split(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
     mc = config.mine
     split = split or config.data.eval_split
     out_dir = Path(output_dir).expanduser()
-    model, mesh, variables, step = evaluate.restore_model(config, workdir, step)
-    eval_step = evaluate.make_eval_step(model, mesh, ("identity",), config.model.regions.fov, features=True)
+    model, mesh, variables, step = restore.restore_model(config, workdir, step)
+    eval_step = make_eval_step(model, mesh, ("identity",), config.model.regions.fov, features=True)
     t0 = time.perf_counter()
     print(f"Mining lesions on {config.data.name} '{split}' with step {step} of {workdir}", flush=True)
-    preds = evaluate.predict(model, variables, config, mesh, split, eval_step)
+    preds = evaluate.infer_split(model, variables, config, mesh, split, eval_step)
     n, per = preds["boxes"].shape[:2]
     feats = preds["patch_features"].reshape(n * per, -1)
     feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)

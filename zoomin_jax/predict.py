@@ -5,7 +5,7 @@
 PATH is one photograph or a folder searched recursively for JPEG, PNG and TIFF files of any size. Each is prepared
 exactly as the builders prepare training photographs (decode, cut to the eye disc, resize to `model.image_size`,
 field of view, Graham when `data.graham`, the stored JPEG and its decoding), on a thread pool, and graded in
-batches of `data.eval_batch_size` by the evaluation's own jitted step (`evaluate.make_eval_step`: the same
+batches of `data.eval_batch_size` by the evaluation's own jitted step (`eval_step.make_eval_step`: the same
 test-time variants and field-of-view rule).
 
     python -m zoomin_jax.main --config=C --workdir=W --mode=predict --split=test --output=DIR
@@ -38,11 +38,8 @@ photograph, outer pixel edges rounded outwards.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import csv
 import dataclasses
-import itertools
 import json
 import os
 import time
@@ -53,9 +50,21 @@ import jax
 import ml_collections
 import numpy as np
 
-from zoomin_jax import evaluate, metrics, overlay, predict_log, progress, report, sharding
+from zoomin_jax import (
+    evaluate,
+    metrics,
+    overlay,
+    predict_log,
+    predictions_csv,
+    progress,
+    report,
+    restore,
+    sharding,
+    thread_map,
+)
 from zoomin_jax.data import fov as fov_lib
 from zoomin_jax.data import input_pipeline, photo, preprocess
+from zoomin_jax.eval_step import make_eval_step
 from zoomin_jax.models.zoom_in import cell_centres
 from zoomin_jax.validate import validate_config
 
@@ -181,7 +190,7 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
     out_dir = Path(output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    model, mesh, variables, step = evaluate.restore_model(config, workdir, step)
+    model, mesh, variables, step = restore.restore_model(config, workdir, step)
     model = model.clone(pair_eyes=False)  # photographs one by one: no partner row to pair with
     record = predict_log.Record(out_dir, step, workdir)
     labelled = reported_on is not None
@@ -191,8 +200,8 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
     # on (`reported_on`) is flagged in-sample in the CSV, the JSON and the report.
     thresholds = evaluate.saved_thresholds(workdir, step).get("zoom_in")
     if thresholds is not None:
-        thresholds["note"] = evaluate.thresholds_note(thresholds["split"], step, reported_on)
-    eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov,
+        thresholds["note"] = predictions_csv.thresholds_note(thresholds["split"], step, reported_on)
+    eval_step = make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov,
                                         maps=pictures)
     draw = _painter(config, out_dir / "pictures") if pictures else None
     size, batch = config.model.image_size, config.data.eval_batch_size
@@ -208,33 +217,32 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
     def keyed(item):
         return key_of(item), load(item)
 
-    try:
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            pending: list[tuple[str, str, Prepared]] = []
-            bad_rows: list[dict] = []
-            for k, (key, (name, prep, bad)) in enumerate(_in_order(pool, keyed, todo, window=2 * batch + workers),
-                                                         1):
-                if bad is not None:
-                    bad_rows.append(predict_log.unreadable_row(key, name, *bad))
+    try:  # the photographs are prepared on `workers` threads, in order, a bounded number ahead
+        pending: list[tuple[str, str, Prepared]] = []
+        bad_rows: list[dict] = []
+        prepared = thread_map.ordered_map(keyed, todo, workers, window=2 * batch + workers)
+        for k, (key, (name, prep, bad)) in enumerate(prepared, 1):
+            if bad is not None:
+                bad_rows.append(predict_log.unreadable_row(key, name, *bad))
+            else:
+                pending.append((key, name, prep))
+            if len(pending) == batch or k == total:
+                rows = _grade([(n, p) for _, n, p in pending], eval_step, variables, mesh, size, batch,
+                              thresholds, config.model.regions.fov, draw) if pending else []
+                for (key_, _, _), r in zip(pending, rows, strict=True):
+                    r["item"] = key_
+                record.add(rows, bad_rows)
+                _append_csvs(out_dir, rows, bad_rows, labelled)
+                unreadable_now += len(bad_rows)
+                pending, bad_rows = [], []
+                now = time.perf_counter()
+                if first is None:
+                    first = (k, now)
+                    speed = f"first batch in {now - start:.1f} s (compiling included)"
                 else:
-                    pending.append((key, name, prep))
-                if len(pending) == batch or k == total:
-                    rows = _grade([(n, p) for _, n, p in pending], eval_step, variables, mesh, size, batch,
-                                  thresholds, config.model.regions.fov, draw) if pending else []
-                    for (key_, _, _), r in zip(pending, rows, strict=True):
-                        r["item"] = key_
-                    record.add(rows, bad_rows)
-                    _append_csvs(out_dir, rows, bad_rows, labelled)
-                    unreadable_now += len(bad_rows)
-                    pending, bad_rows = [], []
-                    now = time.perf_counter()
-                    if first is None:
-                        first = (k, now)
-                        speed = f"first batch in {now - start:.1f} s (compiling included)"
-                    else:
-                        rate, eta = progress.rate_and_eta(k, total, first[0], first[1], now)
-                        speed = f"{rate:.2f} photographs/s ETA {eta}"
-                    print(f"[predict] {k}/{total} photographs ({unreadable_now} unreadable) | {speed}", flush=True)
+                    rate, eta = progress.rate_and_eta(k, total, first[0], first[1], now)
+                    speed = f"{rate:.2f} photographs/s ETA {eta}"
+                print(f"[predict] {k}/{total} photographs ({unreadable_now} unreadable) | {speed}", flush=True)
     finally:
         record.close()
     rows, unreadable = record.rows, [(u["path"], u["reason"], u["detail"]) for u in record.unreadable]
@@ -244,20 +252,6 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
           + (f"; {len(unreadable)} unreadable, listed in {out_dir / 'unreadable.csv'}" if unreadable else ""),
           flush=True)
     return {"rows": rows, "unreadable": unreadable, "step": step}
-
-
-def _in_order(pool, fn, items, window: int):
-    """fn(item) for each item, in order, with at most `window` submitted ahead (memory stays bounded)."""
-    futures: collections.deque = collections.deque()
-    it = iter(items)
-    for item in itertools.islice(it, window):
-        futures.append(pool.submit(fn, item))
-    while futures:
-        result = futures.popleft().result()
-        nxt = next(it, None)
-        if nxt is not None:
-            futures.append(pool.submit(fn, nxt))
-        yield result
 
 
 def _painter(config: ml_collections.ConfigDict, folder: Path):

@@ -36,7 +36,9 @@ from zoomin_jax import (
     workdir_lock,
 )
 from zoomin_jax.data import datasets, input_pipeline, position
+from zoomin_jax.eval_step import make_eval_step
 from zoomin_jax.forward import abstract_variables, build, init_variables
+from zoomin_jax.heads import HEADS, heads_for
 from zoomin_jax.metrics import format_ablation_table
 from zoomin_jax.progress import MetricWriter, Progress
 from zoomin_jax.train_step import STEP_KEYS, TrainState, make_optimizer, make_train_step, stages
@@ -58,8 +60,8 @@ def _check_finite(pending: list[tuple[int, dict]], last_good: int | None) -> lis
 
 def _eval_done(results: dict, stage, config) -> bool:
     """Whether the stage-end evaluation of `stage` is in eval_results.json (a run stopped before it may not be)."""
-    heads = evaluate.heads_for(config) if stage.config.head == "all" else [stage.config.head]
-    return all(results.get(evaluate.HEADS[h], {}).get("step") == stage.end for h in heads)
+    heads = heads_for(config) if stage.config.head == "all" else [stage.config.head]
+    return all(results.get(HEADS[h], {}).get("step") == stage.end for h in heads)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -127,7 +129,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
 
     writer = MetricWriter(workdir, enabled=is_lead, resume_step=start)  # rows of steps to be replayed go
     results = evaluate.load_results(workdir)
-    eval_step = evaluate.make_eval_step(model, mesh, tuple(config.data.eval_tta),
+    eval_step = make_eval_step(model, mesh, tuple(config.data.eval_tta),
                                         config.model.regions.fov)  # compiled once, used per stage
     local_rows = config.batch_size // jax.process_count()
     logging.info("Preemption: %s", preempt.mechanism)
@@ -160,7 +162,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
         writer.close()
     if results:
         table = format_ablation_table(results)
-        if is_lead and len(results) > 1 and evaluate.HEADS["mnet"] in results:  # paired differences to M-Net
+        if is_lead and len(results) > 1 and HEADS["mnet"] in results:  # paired differences to M-Net
             table += "\n\n" + ablation.intervals_or_note(workdir)
         print(f"\nAblation on '{config.data.eval_split}' ({config.data.name}):\n{table}", flush=True)
         if is_lead:

@@ -1,5 +1,5 @@
 """Training augmentation of one high-resolution fundus image and its lesion boxes (test-time variants run on the
-device: `evaluate.forward_with_tta`).
+device: `eval_step.forward_with_tta`).
 
 Everything is numpy/OpenCV on the host, per example, and deterministic given an `np.random.Generator` (the input
 pipeline hands one per example from a grain `random_map`, so the result depends only on the seed and the example's

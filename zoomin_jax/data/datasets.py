@@ -50,7 +50,7 @@ def open_builder(config: ml_collections.ConfigDict) -> Any:
         synth = synth.to_dict() if hasattr(synth, "to_dict") else dict(synth)
         builder = synthetic_fundus.prepare(synthetic_fundus.make_config(image_size=size, **synth), data_dir)
     elif name in ("eyepacs", "idrid", "messidor"):
-        from zoomin_jax.data import skips
+        from zoomin_jax.data import real_builder
 
         if name == "eyepacs":
             from zoomin_jax.data import eyepacs as module
@@ -74,7 +74,7 @@ def open_builder(config: ml_collections.ConfigDict) -> Any:
             builder = module.open_builder(data_dir, size, config.data.graham, lesion_boxes_csv=boxes,
                                           manual_dir=config.data.manual_dir)
         else:
-            builder = skips.open_builder(builder_cls, data_dir, size, config.data.graham)
+            builder = real_builder.open_builder(builder_cls, data_dir, size, config.data.graham)
         if not builder.is_prepared():
             if not config.data.manual_dir:
                 raise FileNotFoundError(

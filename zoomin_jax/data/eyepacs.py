@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from zoomin_jax.data import label_sidecar, skips
+from zoomin_jax.data import label_sidecar, real_builder, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the Kaggle competition "Diabetic Retinopathy Detection" (EyePACS) data and extract it into one folder:
@@ -61,13 +61,13 @@ def _photos(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in _PHOTO_EXTS and p.is_file()}
 
 
-def _example(task, config: skips.RealConfig) -> dict:
+def _example(task, config: real_builder.RealConfig) -> dict:
     name, path, level, patient, eye = task
     fields = {"id": name, "label": level, "patient_id": patient, "eye": eye}
-    return skips.photo_example(path, config, fields)
+    return real_builder.photo_example(path, config, fields)
 
 
-class Eyepacs(skips.RealBuilder):
+class Eyepacs(real_builder.RealBuilder):
     """Kaggle EyePACS diabetic-retinopathy photographs, grades 0-4, from the user's download."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -88,16 +88,16 @@ class Eyepacs(skips.RealBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = Path(dl_manager.manual_dir)
         how = "How to get it:\n" + MANUAL_DOWNLOAD_INSTRUCTIONS
-        skips.require(root, "the folder with the extracted Kaggle download", "eyepacs", how)
-        train_dir = skips.require(root / "train", "the folder of training photos train/*.jpeg", "eyepacs", how)
+        real_builder.require(root, "the folder with the extracted Kaggle download", "eyepacs", how)
+        train_dir = real_builder.require(root / "train", "the folder of training photos train/*.jpeg", "eyepacs", how)
         train_rows = _read_csv(root, "trainLabels.csv")
         if train_rows is None:
-            skips.require(root / "trainLabels.csv", "the training labels (image,level)", "eyepacs", how)
+            real_builder.require(root / "trainLabels.csv", "the training labels (image,level)", "eyepacs", how)
         fn = functools.partial(_example, config=self.builder_config)
 
         counters = {s: skips.SkipCounter(s) for s in ("train", "validation", "test")}
         photos = _photos(train_dir)
-        train_labels = skips.unique_rows(train_rows, "image", counters["train"])
+        train_labels = real_builder.unique_rows(train_rows, "image", counters["train"])
         tasks = {"train": self._tasks(photos, train_labels, counters["train"])}
 
         test_dir, sol_rows = root / "test", _read_csv(root, "retinopathy_solution.csv")
@@ -107,7 +107,7 @@ class Eyepacs(skips.RealBuilder):
                 test_dir, root / "retinopathy_solution.csv",
             )
         else:
-            sol = skips.unique_rows(sol_rows, "image", counters["test"])
+            sol = real_builder.unique_rows(sol_rows, "image", counters["test"])
             test_photos = _photos(test_dir)
             by_usage = {"validation": {}, "test": {}}
             for name, row in sol.items():
@@ -134,7 +134,7 @@ class Eyepacs(skips.RealBuilder):
         tasks = []
         for name, row in rows.items():
             m = _NAME.match(name)
-            level = skips.parse_int(row.get("level", ""), 0, 4)
+            level = real_builder.parse_int(row.get("level", ""), 0, 4)
             if name not in missing_from:
                 counter.add("missing_image", name)
             elif not m:
@@ -159,10 +159,10 @@ def prepare(
     num_workers: int | None = None,
 ) -> Eyepacs:
     """Prepares the EyePACS dataset from `manual_dir` into `data_dir` (once) and returns the builder."""
-    builder = skips.prepare_builder(Eyepacs, manual_dir, data_dir, image_size, graham, min_side, num_workers)
+    builder = real_builder.prepare_builder(Eyepacs, manual_dir, data_dir, image_size, graham, min_side, num_workers)
     label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
     return builder
 
 
 if __name__ == "__main__":
-    skips.prepare_main(prepare)
+    real_builder.prepare_main(prepare)

@@ -57,7 +57,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from zoomin_jax.data import features, label_sidecar, photo, preprocess, skips
+from zoomin_jax.data import features, label_sidecar, photo, preprocess, real_builder, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download IDRiD (Indian Diabetic Retinopathy Image Dataset, Porwal et al. 2018, IEEE Dataport) and extract
@@ -101,13 +101,13 @@ def _child(parent: Path, *words: str) -> Path | None:
 
 def find_root(manual_dir: Path) -> Path:
     """The folder holding "B. Disease Grading": manual_dir itself or one of its sub-folders (e.g. "IDRiD/")."""
-    skips.require(manual_dir, "the folder with the extracted IDRiD download", "idrid", _HOW)
+    real_builder.require(manual_dir, "the folder with the extracted IDRiD download", "idrid", _HOW)
     if (manual_dir / GRADED).is_dir():
         return manual_dir
     for p in sorted(manual_dir.iterdir()):
         if (p / GRADED).is_dir():
             return p
-    return skips.require(manual_dir / GRADED, f'the graded set "{GRADED}"', "idrid", _HOW)
+    return real_builder.require(manual_dir / GRADED, f'the graded set "{GRADED}"', "idrid", _HOW)
 
 
 def read_grades(path: Path, counter: skips.SkipCounter) -> dict[str, tuple[int, int] | None]:
@@ -131,8 +131,8 @@ def read_grades(path: Path, counter: skips.SkipCounter) -> dict[str, tuple[int, 
         if len(r) > max(i_name, i_grade, i_edema)
     ]
     out = {}
-    for name, row in skips.unique_rows(dicts, "name", counter).items():
-        grade, edema = skips.parse_int(row["grade"], 0, 4), skips.parse_int(row["edema"], 0, 2)
+    for name, row in real_builder.unique_rows(dicts, "name", counter).items():
+        grade, edema = real_builder.parse_int(row["grade"], 0, 4), real_builder.parse_int(row["edema"], 0, 2)
         out[name] = None if grade is None or edema is None else (grade, edema)
     return out
 
@@ -183,7 +183,7 @@ def _mask_files(gt_dir: Path | None, stem: str) -> list[tuple[Path, str]]:
     return out
 
 
-def lesion_sets(masks: list[tuple[Path, str]]) -> list[skips.LesionSet]:
+def lesion_sets(masks: list[tuple[Path, str]]) -> list[real_builder.LesionSet]:
     """Per mask: (connected-component boxes in the mask's pixels, kind, mask (h, w))."""
     out = []
     for path, kind in masks:
@@ -260,7 +260,7 @@ def read_lesion_boxes(
 _count_lock = threading.Lock()  # examples are made on threads; SkipCounter is not thread-safe
 
 
-def _example(task, config: skips.RealConfig, boxes_counter: skips.SkipCounter | None = None) -> dict:
+def _example(task, config: real_builder.RealConfig, boxes_counter: skips.SkipCounter | None = None) -> dict:
     """One stored example: the photo cut to its disc, lesion boxes (CSV, else masks), optic disc, field of view."""
     name, path, (grade, edema), same, masks, csv_boxes = task
     size = config.image_size
@@ -295,7 +295,7 @@ def _example(task, config: skips.RealConfig, boxes_counter: skips.SkipCounter | 
 
 
 @dataclasses.dataclass(eq=False)
-class IdridConfig(skips.RealConfig):
+class IdridConfig(real_builder.RealConfig):
     """A real-dataset config plus IDRiD's optional lesion-boxes CSV.
 
     Attributes:
@@ -316,15 +316,15 @@ def boxes_csv_path(manual_dir: str | os.PathLike, lesion_boxes_csv: str | os.Pat
 
 
 def make_config(image_size: int, graham: bool = False, min_side: int = 256,
-                lesion_boxes_csv: Path | None = None) -> skips.RealConfig:
+                lesion_boxes_csv: Path | None = None) -> real_builder.RealConfig:
     """The standard config without a CSV; with one, a config named after the CSV's content (`_boxes<sha>`)."""
     if lesion_boxes_csv is None:
-        return skips.make_config(image_size, graham, min_side)
-    path = skips.require(Path(lesion_boxes_csv), "the lesion boxes CSV (config.data.lesion_boxes_csv)", "idrid",
+        return real_builder.make_config(image_size, graham, min_side)
+    path = real_builder.require(Path(lesion_boxes_csv), "the lesion boxes CSV (config.data.lesion_boxes_csv)", "idrid",
                          "Set data.lesion_boxes_csv to an existing file, relative to data.manual_dir or absolute, or "
                          "to \"\" for none.")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    base = skips.make_config(image_size, graham, min_side)
+    base = real_builder.make_config(image_size, graham, min_side)
     return IdridConfig(
         name=f"{base.name}_boxes{sha[:12]}",
         description=f"{base.description}, lesion boxes from {path.name} (sha256 {sha[:12]})",
@@ -333,7 +333,7 @@ def make_config(image_size: int, graham: bool = False, min_side: int = 256,
     )
 
 
-class Idrid(skips.RealBuilder):
+class Idrid(real_builder.RealBuilder):
     """IDRiD graded photographs (grades 0-4, macular edema 0-2) and segmentation photographs with lesion boxes."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -359,17 +359,18 @@ class Idrid(skips.RealBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = find_root(Path(dl_manager.manual_dir))
-        images = skips.require(root / GRADED / "1. Original Images", "the graded photographs", "idrid", _HOW)
-        gt = skips.require(root / GRADED / "2. Groundtruths", "the grading CSVs", "idrid", _HOW)
+        images = real_builder.require(root / GRADED / "1. Original Images", "the graded photographs", "idrid", _HOW)
+        gt = real_builder.require(root / GRADED / "2. Groundtruths", "the grading CSVs", "idrid", _HOW)
         counters, graded = {}, {}
         for split, words in (("train", ("training",)), ("test", ("testing", "test set"))):
             folder = _child(images, *words)
             csv_path = next((p for p in sorted(gt.glob("*.csv")) if any(w in p.name.lower() for w in words)), None)
             if split == "train":
-                skips.require(images / "a. Training Set" if folder is None else folder,
+                real_builder.require(images / "a. Training Set" if folder is None else folder,
                               "the graded training photographs", "idrid", _HOW)
-                skips.require(gt / "a. IDRiD_Disease Grading_Training Labels.csv" if csv_path is None else csv_path,
-                              "the training grades CSV", "idrid", _HOW)
+                real_builder.require(
+                    gt / "a. IDRiD_Disease Grading_Training Labels.csv" if csv_path is None else csv_path,
+                    "the training grades CSV", "idrid", _HOW)
             elif folder is None or csv_path is None:
                 logging.warning("idrid: no graded testing set (photos %s, CSV %s); split test not generated.",
                                 folder, csv_path)
@@ -453,7 +454,7 @@ def prepare(
     `lesion_boxes_csv`: optional boxes CSV (module docstring), relative to `manual_dir` unless absolute.
     """
     config = make_config(image_size, graham, min_side, boxes_csv_path(manual_dir, lesion_boxes_csv))
-    builder = skips.prepare_builder(Idrid, manual_dir, data_dir, image_size, graham, min_side, num_workers,
+    builder = real_builder.prepare_builder(Idrid, manual_dir, data_dir, image_size, graham, min_side, num_workers,
                                     config=config)
     label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
     return builder
@@ -466,7 +467,7 @@ def open_builder(
     """The IDRiD builder for these settings, preparing nothing (the CSV, if any, must be readable: its hash names
     the config)."""
     config = make_config(image_size, graham, min_side, boxes_csv_path(manual_dir, lesion_boxes_csv))
-    return skips.open_builder(Idrid, data_dir, image_size, graham, min_side, config=config)
+    return real_builder.open_builder(Idrid, data_dir, image_size, graham, min_side, config=config)
 
 
 def _main() -> None:
@@ -481,7 +482,7 @@ def _main() -> None:
         return prepare(*args, lesion_boxes_csv=known.lesion_boxes_csv, **kwargs)
 
     prepare_with_boxes.__doc__ = prepare.__doc__ + "\nAlso: --lesion_boxes_csv=<CSV>."
-    skips.prepare_main(prepare_with_boxes, rest)
+    real_builder.prepare_main(prepare_with_boxes, rest)
 
 
 if __name__ == "__main__":

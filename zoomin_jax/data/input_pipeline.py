@@ -14,7 +14,7 @@ bit-identical batches (see `docs/input_pipeline.md` for Orbax).
 
 Eval (`eval_iterator`): positions 0 .. n-1 padded to whole global batches, `num_eval_steps(n, G)` steps on every
 process; process i reads a contiguous shard. Padding rows have mask False and index -1. Test-time variants are made
-on the device by the eval step (`evaluate.forward_with_tta`), not here.
+on the device by the eval step (`eval_step.forward_with_tta`), not here.
 
 Host batch format (a dict of numpy arrays; b = global batch / process_count rows, S = model.image_size,
 L = data.max_lesions):
@@ -584,7 +584,7 @@ def eval_iterator(
     """A deterministic pass over an eval split, padded so that every process runs the same number of steps.
 
     Test-time variants are not made here: the eval step applies `config.data.eval_tta` on the device
-    (`evaluate.forward_with_tta`, the one definition).
+    (`eval_step.forward_with_tta`, the one definition).
 
     Args:
       config: the run config.

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from zoomin_jax.data import label_sidecar, skips
+from zoomin_jax.data import label_sidecar, real_builder, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download Messidor (the Messidor program database, ADCIS / Messidor project) and extract each base archive
@@ -82,13 +82,13 @@ def _sheet(base: Path) -> Path | None:
     return None
 
 
-def _example(task, config: skips.RealConfig) -> dict:
+def _example(task, config: real_builder.RealConfig) -> dict:
     name, path, grade, edema, department, base = task
     fields = {"id": name, "label": grade, "macular_edema": edema, "department": department, "base": base}
-    return skips.photo_example(path, config, fields)
+    return real_builder.photo_example(path, config, fields)
 
 
-class Messidor(skips.RealBuilder):
+class Messidor(real_builder.RealBuilder):
     """Messidor photographs, Messidor retinopathy grade 0-3 (not ICDR) and macular-edema risk 0-2."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -111,26 +111,28 @@ class Messidor(skips.RealBuilder):
         }
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = skips.require(Path(dl_manager.manual_dir), "the folder with the extracted Base11..Base34 folders",
+        root = real_builder.require(Path(dl_manager.manual_dir), "the folder with the extracted Base11..Base34 folders",
                              "messidor", _HOW)
         bases = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower().startswith("base"))
         if not bases:
-            skips.require(root / "Base11", "the extracted Messidor base folders Base11 ... Base34", "messidor", _HOW)
+            real_builder.require(root / "Base11", "the extracted Messidor base folders Base11 ... Base34", "messidor",
+                                 _HOW)
         counter = skips.SkipCounter("test")
         rows, photos = [], {}
         for base in bases:
             sheet = _sheet(base)
             if sheet is None:
-                skips.require(base / f"Annotation_{base.name}.xls", f"the annotation sheet of {base.name}",
+                real_builder.require(base / f"Annotation_{base.name}.xls", f"the annotation sheet of {base.name}",
                               "messidor", _HOW)
             rows += [{**r, "base": base.name} for r in read_sheet(sheet)]
             photos.update({p.stem: p for p in sorted(base.iterdir()) if p.suffix.lower() in (".tif", ".tiff")})
         for r in rows:
             r["image"] = Path(r["image"]).stem
-        labels = skips.unique_rows(rows, "image", counter, compare=("grade", "edema"))
+        labels = real_builder.unique_rows(rows, "image", counter, compare=("grade", "edema"))
         tasks = []
         for name, r in labels.items():
-            grade, edema = skips.parse_int(r.get("grade", ""), 0, 3), skips.parse_int(r.get("edema", ""), 0, 2)
+            grade = real_builder.parse_int(r.get("grade", ""), 0, 3)
+            edema = real_builder.parse_int(r.get("edema", ""), 0, 2)
             if name not in photos:
                 counter.add("missing_image", name)
             elif grade is None or edema is None:
@@ -153,10 +155,10 @@ def prepare(
     num_workers: int | None = None,
 ) -> Messidor:
     """Prepares Messidor from `manual_dir` into `data_dir` (once) and returns the builder."""
-    builder = skips.prepare_builder(Messidor, manual_dir, data_dir, image_size, graham, min_side, num_workers)
+    builder = real_builder.prepare_builder(Messidor, manual_dir, data_dir, image_size, graham, min_side, num_workers)
     label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
     return builder
 
 
 if __name__ == "__main__":
-    skips.prepare_main(prepare)
+    real_builder.prepare_main(prepare)
