@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
@@ -36,6 +38,7 @@ def test_compare_table_ratio_is_peer_time_over_ours():
     assert "failed (exit 1" in rows[4] and "**" not in rows[4]
 
 
+@pytest.mark.slow  # the whole device check, compiled at tiny shapes
 def test_device_check_runs_at_tiny_shapes_on_the_cpu():
     env = {**os.environ, "TINY": "1", "PYTHONPATH": ROOT,  # the script calls `python`: this interpreter
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),

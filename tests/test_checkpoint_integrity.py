@@ -348,6 +348,7 @@ def _tiny_workdir(tmp_path):
     return ckpt
 
 
+@pytest.mark.slow  # a subprocess
 def test_eval_refuses_a_broken_checkpoint_with_one_line_and_a_non_zero_exit(tmp_path):
     ckpt = _tiny_workdir(tmp_path)
     cmd = [sys.executable, "-m", "zoomin_jax.main", "--config=tests/tiny.py", f"--workdir={tmp_path}", "--mode=eval"]

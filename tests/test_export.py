@@ -7,10 +7,13 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 from tiny import tiny_config
 
 from zoomin_jax import export, sharding
 from zoomin_jax.forward import build, init_variables
+
+pytestmark = pytest.mark.slow  # a fresh interpreter loads the exported artefact
 
 # Runs in a fresh interpreter: deserialises the artefact, calls it at two batch sizes, fails if anything of this
 # project was imported.

@@ -40,6 +40,8 @@ import numpy as np
 import pytest
 from tiny import one_stage_config
 
+pytestmark = pytest.mark.slow  # real subprocesses killed and resumed
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 KILL_SEEDS = (1, 2)  # each draws a kill moment (step line, delay), each after the previous: (3, 0.38 s), (6, 0.12 s)

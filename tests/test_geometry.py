@@ -33,6 +33,8 @@ from zoomin_jax import regions
 from zoomin_jax.models.inception_resnet import InceptionResNetV2, endpoint_geometries, endpoint_geometry, stage_sizes
 from zoomin_jax.models.zoom_in import ZoomInNet, cell_centres
 
+pytestmark = pytest.mark.slow  # receptive fields measured through compiled networks
+
 ENDPOINTS = ("block35_1_ac", "block17_1_ac", "conv_7b_ac")  # one per stage (17x17, 8x8, 3x3 at 160)
 REPEATS, WIDTH = (1, 1, 1), 0.01  # every branch one channel wide: the geometry is the same as the full network's
 # Random input images averaged over (where each max-pool routes is the only randomness). conv_7b's cells route

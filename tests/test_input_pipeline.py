@@ -155,6 +155,7 @@ def tf_loaded(_):
     return "tensorflow" in sys.modules
 
 
+@pytest.mark.slow  # worker processes
 def test_worker_resume_and_no_tensorflow(config, train_source):
     in_process = take(ip.train_iterator(config, process_index=0, process_count=1, source=train_source), 6)
     cfg = replace(config, num_workers=1)

@@ -17,6 +17,8 @@ from zoomin_jax import init_from
 from zoomin_jax.models import keras_import
 from zoomin_jax.models.inception_resnet import FULL_REPEATS
 
+pytestmark = pytest.mark.slow  # Keras weight files (TensorFlow)
+
 keras = pytest.importorskip("keras", reason="writing the weight files needs the test extra (tensorflow-cpu / keras)")
 
 # Not Keras' order (gamma, beta, moving_mean, moving_variance): the reader must go by the names.

@@ -9,6 +9,8 @@ keras = pytest.importorskip("keras", reason="the parity test needs the test extr
 from zoomin_jax.models.inception_resnet import InceptionResNetV2, endpoint_names, stage_sizes  # noqa: E402
 from zoomin_jax.models.keras_import import from_keras  # noqa: E402
 
+pytestmark = pytest.mark.slow  # parity with Keras (TensorFlow)
+
 
 @pytest.fixture(scope="module")
 def keras_model():

@@ -455,3 +455,21 @@ def test_format_localisation_prints_recall_next_to_chance():
     assert lines == ["lesion recall@4 0.500 (chance 0.250; 12 lesions); haemorrhage 0.750 (chance 0.200; 4 lesions)",
                      "optic disc centre in the first box: 0.125 of 8 photographs (chance 0.050)"]
     assert json.loads(json.dumps(recall)) == recall
+
+
+def test_kappa_auc_and_confusion_agree_with_scikit_learn():
+    """scikit-learn as a second oracle, on random grades with many ties in the scores."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(11)
+    for n in (7, 60, 500):
+        labels = rng.integers(0, 5, n)
+        preds = np.clip(labels + rng.integers(-2, 3, n), 0, 4)
+        assert metrics.quadratic_weighted_kappa(labels, preds, 5) == pytest.approx(
+            skm.cohen_kappa_score(labels, preds, weights="quadratic", labels=range(5)), abs=1e-12)
+        np.testing.assert_array_equal(metrics.confusion_matrix(labels, preds, 5),
+                                      skm.confusion_matrix(labels, preds, labels=range(5)))
+        binary = (labels >= 2).astype(int)
+        scores = np.round(rng.random(n) + 0.3 * binary, 1)  # one decimal: ties everywhere
+        if 0 < binary.sum() < n:
+            assert metrics.roc_auc(binary, scores) == pytest.approx(skm.roc_auc_score(binary, scores), abs=1e-12)

@@ -14,6 +14,8 @@ from zoomin_jax.forward import abstract_variables, build, init_variables, make_f
 from zoomin_jax.models.zoom_in import ZoomInNet, cell_centres, param_counts
 from zoomin_jax.validate import ConfigError, validate_config
 
+pytestmark = pytest.mark.slow  # compiles the whole model
+
 
 def tiny_config():
     c = tiny.tiny_config()

@@ -32,6 +32,8 @@ from tiny import one_stage_config
 from zoomin_jax import checkpoint, sharding
 from zoomin_jax.forward import abstract_variables, build
 
+pytestmark = pytest.mark.slow  # two real processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8
 # SIGTERM is sent when the pair logs its stage line, before the train step compiles: the two processes then agree

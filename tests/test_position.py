@@ -50,6 +50,7 @@ def saved():
     return {w: _state_after(w, STEP) for w in WORKERS}
 
 
+@pytest.mark.slow  # worker processes
 def test_a_position_is_used_exactly_where_it_gives_the_steps_batch(saved):
     want = [2 * STEP, 2 * STEP + 1]
     silent = []
@@ -66,6 +67,7 @@ def test_a_position_is_used_exactly_where_it_gives_the_steps_batch(saved):
     assert (1, 2, [4 * STEP, 4 * STEP + 1]) in silent, silent
 
 
+@pytest.mark.slow  # worker processes
 def test_the_derived_position_gives_the_steps_batch_for_every_worker_count():
     for w in WORKERS:
         it = _iterator(w, start=STEP)

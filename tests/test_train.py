@@ -16,6 +16,8 @@ from zoomin_jax import ablation, checkpoint, metrics, preemption, train
 from zoomin_jax.data import input_pipeline
 from zoomin_jax.forward import abstract_variables, build
 
+pytestmark = pytest.mark.slow  # end-to-end training runs and predict/export/mine on their checkpoint
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

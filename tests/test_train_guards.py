@@ -119,11 +119,12 @@ def test_a_stage_order_naming_no_stage_is_refused_with_the_tuple_syntax(tmp_path
     c = tiny_config(str(tmp_path / "tfds"))
     c.stage_order = ("mnet,cnet",)  # what --config.stage_order=mnet,cnet gives
     with pytest.raises(ConfigError, match=r"names \['mnet,cnet'\]: choose from the defined stages \['anet', 'cnet', "
-                                          r"'joint', 'mnet'\] \(on the command line a tuple is written"):
+                                          r"'joint', 'mnet', 'pair'\] \(on the command line a tuple is written"):
         train.train_and_evaluate(c, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_config_that_cannot_work_is_one_message_naming_every_problem_and_exit_status_2(tmp_path):
     import os
     import subprocess

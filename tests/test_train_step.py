@@ -10,6 +10,8 @@ from zoomin_jax import sharding
 from zoomin_jax.forward import build, init_variables
 from zoomin_jax.train_step import TrainState, make_optimizer, make_train_step, stages
 
+pytestmark = pytest.mark.slow  # compiles the train step of every stage
+
 
 def _state_and_step(c, stage_name, mesh, variables=None):
     model = build(c)

@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
 from zoomin_jax.lesions import LESION_KINDS
 
@@ -284,18 +285,6 @@ def _binary_inputs(binary_labels: np.ndarray | Sequence[int], scores: np.ndarray
     return labels.astype(bool), scores
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks with tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    starts = np.flatnonzero(np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]]))
-    ends = np.concatenate([starts[1:], [values.size]])
-    group_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = np.repeat(group_rank, ends - starts)
-    return ranks
-
-
 def roc_auc(binary_labels: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float]) -> float:
     """Area under the ROC curve, as the Mann-Whitney statistic.
 
@@ -320,7 +309,7 @@ def roc_auc(binary_labels: np.ndarray | Sequence[int], scores: np.ndarray | Sequ
             f"roc_auc needs both classes, got {num_pos} positives and {num_neg} negatives; "
             "the AUC is undefined on this set."
         )
-    rank_sum = _average_ranks(scores)[labels].sum()
+    rank_sum = stats.rankdata(scores)[labels].sum()  # ties share the mean of their ranks
     return float((rank_sum - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg))
 
 
