@@ -6,8 +6,9 @@ Command:   python -m zoomin_jax.main --config=configs/eyepacs.py --workdir=runs/
                --config.init_from=runs/eyepacs256_pretrain --config.init_from_backbone=True
 Hardware:  2 CPU cores, 24 GiB. The first run prepares the dataset (disc crop, Graham, 640 px: ~45 s for the
            660 photographs of `../shared/data/eyepacs`).
-Wall time / score: README, "EyePACS and a fundus-pretrained backbone" (three seeds with and without the pretrained
-           backbone, with the paired intervals of `python -m zoomin_jax.ablation`).
+Wall time / score: README, "IDRiD and EyePACS: the fundus-pretrained backbone and the ablation with intervals"
+           (three seeds with and without the pretrained backbone, the paired intervals of
+           `python -m zoomin_jax.ablation`).
 
 The zoom-in exists for resolution, so this config trains at the highest resolution a 2-core CPU trains in about 40
 minutes, keeping the paper's ratios: high-res 640 / low-res 256 (the paper's 1230 / 492 is 2.5), patches of 154 px

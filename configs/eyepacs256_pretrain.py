@@ -5,7 +5,7 @@ Command:   python -m zoomin_jax.main --config=configs/eyepacs256_pretrain.py --w
            then start configs/idrid.py or configs/eyepacs.py from it:
                --config.init_from=runs/eyepacs256_pretrain --config.init_from_backbone=True
 Hardware:  2 CPU cores, 24 GiB. Preparation (Graham, 256 px): ~1.5 min.
-Wall time / score: README, "A fundus-pretrained backbone".
+Wall time / score: README, "IDRiD and EyePACS: the fundus-pretrained backbone and the ablation with intervals".
 
 ImageNet weights cannot be fetched on every machine; real fundus photographs can stand in for them. Grading is the
 pretext task because it is the downstream task itself, needs no other labels, and teaches the features the paper's

@@ -4,12 +4,9 @@ Command:   python -m zoomin_jax.main --config=configs/idrid.py --workdir=runs/id
                --config.data.manual_dir=/path/to/IDRiD     # the folder holding "B. Disease Grading"
 Hardware:  2 CPU cores, 24 GiB. The first run prepares the dataset (disc crop + resize to 400 px, with the lesion
            boxes CSV: 1.5 min on a loaded machine).
-Wall time: 9 min 09 s on 2 cores alone (commit 6207f67); 35-40 min on 2 cores shared with other jobs (load 5-8).
-Score (this config, three seeds 0 / 1 / 2 with `--config.seed=s --config.data.shuffle_seed=s`, on the 83 held-out
-photographs; README, "IDRiD: what each lever did"): kappa M-Net 0.672 / 0.674 / 0.697, M-Net + A-Net 0.715 / 0.727 /
-0.689, Zoom-in-Net 0.742 / 0.657 / 0.730; referable AUC M-Net 0.914 / 0.913 / 0.890, Zoom-in-Net 0.934 / 0.917 /
-0.909 (ahead in every seed); lesion recall@4 0.635 / 0.512 / 0.565 (chance 0.304); optic disc in the first box
-0.012 / 0.000 / 0.000 (chance 0.092). 83 photographs: a seed moves kappa by up to 0.09 and recall by 0.12.
+Wall time / score: README, "IDRiD and EyePACS: the fundus-pretrained backbone and the ablation with intervals"
+(three seeds with and without the pretrained backbone, the paired intervals; the levers' history in "IDRiD: what
+each lever did").
 Far too little data to grade DR clinically; it shows the pipeline on real photographs and their lesion boxes.
 """
 
