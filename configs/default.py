@@ -152,6 +152,11 @@ def get_config() -> ml_collections.ConfigDict:
     # made with it; configs/full.py turns it on (~65 s of compiling at paper scale on 2 CPU cores).
     c.init_on_host = False
 
+    # ---- the decision predict reports (ours) ----
+    # One per photograph: refer when P(grade >= 2) reaches the operating point that referred this share of the
+    # referable photographs of the evaluation split (fitted at each stage-end evaluation, stored with the run).
+    c.referral = ml_collections.ConfigDict({"sensitivity": 0.9})
+
     # ---- bookkeeping ----
     c.log_every = 10  # steps between progress lines (also when non-finite losses are checked)
     c.checkpoint_every = 100  # steps between asynchronous checkpoints (also saved at each stage end)

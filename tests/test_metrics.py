@@ -473,3 +473,16 @@ def test_kappa_auc_and_confusion_agree_with_scikit_learn():
         scores = np.round(rng.random(n) + 0.3 * binary, 1)  # one decimal: ties everywhere
         if 0 < binary.sum() < n:
             assert metrics.roc_auc(binary, scores) == pytest.approx(skm.roc_auc_score(binary, scores), abs=1e-12)
+
+
+def test_referral_operating_point_hand_worked():
+    """Positives score 0.9, 0.8, 0.7, 0.2; negatives 0.75, 0.3, 0.1. To refer 75% of the positives (3 of 4) the
+    highest threshold is 0.7 (refer when score >= 0.7): sensitivity 3/4, specificity 2/3 (0.75 is referred)."""
+    labels = np.array([1, 1, 1, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.75, 0.3, 0.1])
+    op = metrics.operating_point(labels, scores, 0.75)
+    assert op["threshold"] == 0.7 and op["sensitivity"] == 0.75 and op["specificity"] == pytest.approx(2 / 3)
+    assert metrics.operating_point(labels, scores, 1.0)["threshold"] == 0.2  # every positive: down to 0.2
+    assert metrics.operating_point(labels, scores, 0.1)["threshold"] == 0.9  # at least one positive
+    with pytest.raises(ValueError, match="both classes"):
+        metrics.operating_point(np.ones(3, int), np.ones(3), 0.9)

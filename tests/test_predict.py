@@ -81,6 +81,47 @@ def test_heat_peaks_on_the_pixel_the_cell_looks_at():
     assert np.unravel_index(np.argmax(heat), heat.shape) == (36, 46)
     assert heat[36, 46] == pytest.approx((1 - 0.375 / 10) ** 2)  # bilinear: 0.375 px from the centre each way
     assert np.all(heat[:, :6] == heat[:, :1]) and np.all(heat[90:] == heat[99:])  # held beyond the outer centres
-    picture = overlay.picture(np.zeros((100, 100, 3), np.uint8), values, np.stack([values] * 4, -1),
-                              np.array([[20, 30, 60, 70], [0, 0, 40, 40]]), (centres, centres), "t", "gated")
-    assert picture.size == (200, 18 + 100 + 2 * (50 + 14))
+
+
+def test_the_picture_shows_the_clean_photograph_the_map_with_its_bar_and_the_originals_pixels():
+    """Oracles from the inputs themselves: the clean panel is the photograph scaled to the panel, the overlay panel
+    differs from it only where the map is above the bottom of the scale, the bar holds viridis from
+    matplotlib, and each patch panel is the given original pixels (a 7x5 checkerboard, padded square)."""
+    from fractions import Fraction
+
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from zoomin_jax import overlay
+
+    rng = np.random.default_rng(2)
+    display = rng.integers(40, 200, (100, 100, 3), dtype=np.uint8)
+    centres = tuple(Fraction(135, 8) + 10 * i for i in range(7))
+    values = np.zeros((7, 7))
+    values[2, 3] = 1.0  # one hot cell: the overlay changes near pixel (36, 46) only
+    board = (np.indices((70, 50)).sum(0) // 10 % 2 * 255).astype(np.uint8)
+    patch = np.stack([board] * 3, -1)  # original pixels: a 7 x 5 checkerboard of 10 px squares
+    scale = overlay.Scale(0.0, 1.0)
+    pic = np.asarray(overlay.picture(display, values, np.stack([values] * 2, -1), np.array([[20, 30, 60, 70]]),
+                                     (centres, centres), ["REFER", "grade 2"], "gated", scale, scale, [patch]))
+    p, head = overlay.PANEL, 10 + (overlay.FONT_PX + 6) * 2
+    assert pic.shape[1] == 2 * p + overlay.BAR
+    clean = np.asarray(Image.fromarray(display).resize((p, p), Image.BILINEAR))
+    inside = np.ones((p, p), bool)
+    inside[int(20 * 5.12) - 4: int(60 * 5.12) + 4, int(30 * 5.12) - 4: int(70 * 5.12) + 4] = False  # box outline
+    inside[:40, :40] = False  # the rank label
+    np.testing.assert_array_equal(pic[head: head + p, :p][inside], clean[inside])
+    heated = pic[head: head + p, p: 2 * p].astype(int)
+    changed = np.abs(heated - clean).max(-1) > 2
+    far = np.ones((p, p), bool)
+    far[int(26 * 5.12): int(47 * 5.12), int(36 * 5.12): int(57 * 5.12)] = False  # the hot cell's reach
+    assert changed[~far].mean() > 0.5 and not (changed & far & inside).any()
+    bar = pic[head + 20: head + p - 20, 2 * p + 6: 2 * p + 24].reshape(-1, 18, 3)[:, 9]  # the bar's middle column
+    lut = (255 * colormaps["viridis"](np.linspace(0, 1, 256))[:, :3]).round()
+    assert np.abs(bar[0] - lut[-1]).max() <= 1 and np.abs(bar[-1] - lut[0]).max() <= 2  # top: high, bottom: low
+    tile = pic[head + p + overlay.FONT_PX + 12:][:p, :p]  # the first patch panel
+    shown = tile[40: p - 40, 40: p - 40, 0].astype(int)  # away from the frame and label
+    square = np.zeros((70, 70), np.uint8)  # a box clipped by the photograph's edge is padded, not stretched
+    square[:, :50] = board
+    expect = np.asarray(Image.fromarray(square).resize((p, p), Image.LANCZOS)).astype(int)[40: p - 40, 40: p - 40]
+    assert np.abs(shown - expect).mean() < 3

@@ -30,31 +30,39 @@ class _Tags(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
+REFERRAL = {"threshold": 0.5, "sensitivity": 0.92, "specificity": 0.81, "target_sensitivity": 0.9,
+            "num_positive": 25, "num_negative": 58, "fitted_on": "validation", "step": 8,
+            "note": "fitted on validation at step 8"}
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     """A report over six made-up rows (grades 0, 2, 4, 2, 1, 3; no model needed) with real pictures, and one
-    unreadable file."""
+    unreadable file; the decision refers at P(referable) >= 0.5."""
     out = tmp_path_factory.mktemp("predict_out")
     rng = np.random.default_rng(0)
     centres = tuple(np.arange(7) * 10 + 16.875 for _ in range(2))
     rows = []
+    scale = overlay.Scale(0.0, 1.0)
     for i, (grade, p_ref) in enumerate(((0, 0.05), (2, 0.7), (4, 0.99), (2, 0.6), (1, 0.3), (3, 0.95))):
         display = rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)
         boxes = np.array([[10, 10, 60, 60], [40, 30, 90, 80]])
-        pic = overlay.picture(display, rng.random((7, 7)), rng.random((7, 7, 4)), boxes, centres, f"photo {i}", "gated")
+        patches = [rng.integers(0, 255, (150, 150, 3), dtype=np.uint8) for _ in boxes]
+        pic = overlay.picture(display, rng.random((7, 7)), rng.random((7, 7, 4)), boxes, centres, [f"photo {i}"],
+                              "gated", scale, scale, patches)
         # photo 5's name holds what a URL reads as a fragment, a query and an escape
-        rel = f"pictures/{'sub/' if i % 2 else ''}photo{i}{' #1?x=%41' if i == 5 else ''}.jpg.png"
+        rel = f"pictures/{'sub/' if i % 2 else ''}photo{i}{' #1?x=%41' if i == 5 else ''}.jpg.jpg"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        pic.save(out / rel)
+        pic.save(out / rel, quality=90)
         probs = np.full(5, 0.0)
         probs[grade] = 0.5
         rows.append({"path": rel[9:-4], "photo_width": 600, "photo_height": 400, "grade": grade,
                      "probabilities": list(probs + 0.1), "expected_grade": float(grade), "grade_thresholded": grade,
-                     "p_abnormal": max(p_ref, 0.5), "abnormal": True, "p_referable": p_ref, "referable": p_ref > 0.5,
+                     "p_abnormal": max(p_ref, 0.5), "p_referable": p_ref, "refer": p_ref >= REFERRAL["threshold"],
                      "boxes": boxes.tolist(), "box_scores": [0.5, 0.25], "picture": rel,
                      "thresholds": "fitted on validation at step 8"})
     path = report.write_report(out, rows, [("broken.jpg", "truncated", "image file is truncated")], 8, "runs/x",
-                               levels=(3, 4))
+                               REFERRAL, levels=(3, 4))
     return path, rows
 
 
@@ -71,6 +79,12 @@ def test_the_page_is_self_contained_and_names_only_pictures_that_exist(page):
     assert not [r for r in refs if r and re.match(r"(https?:)?//", r)], refs  # nothing from a network
     assert "broken.jpg" in text and "truncated" in text
     assert text.count('class="card"') == len(rows)
+    # One decision per photograph, from the stated rule, and no second one ("referable", "abnormal" flags).
+    assert "refer</b> when P(grade &ge; 2) &ge; 0.500" in text and "sensitivity" in text and "92.0%" in text
+    decisions = re.findall(r'<span class="decision (refer|keep)">', text)
+    assert decisions == ["refer" if r["refer"] else "keep" for r in rows]
+    assert "abnormal</span>" not in text and "referable</span>" not in text
+    assert text.count('loading="lazy"') == len(rows)
 
 
 def _chromium(url, *extra, tmp):
@@ -84,10 +98,13 @@ def _chromium(url, *extra, tmp):
 def test_chromium_renders_it_loads_every_picture_sorts_and_filters(page, tmp_path):
     path, rows = page
     url = path.as_uri()
-    # Default view: sorted by referable probability, most urgent first; every picture loaded; no script error.
-    dump = _chromium(url, "--dump-dom", tmp=tmp_path)
+    # Default view: sorted by referable probability, most urgent first; every picture loaded (a window tall enough
+    # for the lazy pictures), each the whole picture (both panels and the colour bar); no script error.
+    dump = _chromium(url, "--dump-dom", "--window-size=1200,30000", tmp=tmp_path)
     assert "Uncaught" not in dump.stderr and not re.search(r"CONSOLE.*[Ee]rror", dump.stderr), dump.stderr[-2000:]
     assert f'data-images-ok="{len(rows)}/{len(rows)}"' in dump.stdout
+    assert f'data-picture-widths="{2 * overlay.PANEL + overlay.BAR}"' in dump.stdout
+    assert 'id="rule"' in dump.stdout
     order = [float(x) for x in re.findall(r'data-referable="([0-9.]+)"', dump.stdout)]
     assert order == sorted((r["p_referable"] for r in rows), reverse=True)
     # The fragment's filter: only grade-2 cards are shown, sorted by file.

@@ -204,9 +204,16 @@ def test_predict_on_a_folder_grades_each_photograph_as_the_eval_step_does_alone(
         assert r["boxes_prepared"] == alone["boxes"][0].tolist()
         assert r["boxes"] == predict.photo_boxes(alone["boxes"][0], prep.transform, 100, prep.photo_hw).tolist()
     assert len({round(r["p_abnormal"], 6) for r in out["rows"]}) > 1  # the photographs are told apart
-    for r in out["rows"]:  # a picture per photograph: photo + heat + boxes, four level maps, the patches
+    from zoomin_jax import overlay
+
+    for r in out["rows"]:  # a picture per photograph: clean and heated panels with the bar, the patches, the levels
         with Image.open(tmp_path / "out" / r["picture"]) as im:
-            assert r["picture"] == f"pictures/{r['path']}.png" and im.size == (200, 18 + 100 + 2 * (50 + 14))
+            assert r["picture"] == f"pictures/{r['path']}.jpg" and im.size[0] == 2 * overlay.PANEL + overlay.BAR
+    # One decision per photograph, from the run's operating point at this step, and the rule in the JSON.
+    saved = json.load(open(tmp_path / "out" / "predictions.json"))
+    op = saved["referral"]
+    assert op["step"] == 8 and op["fitted_on"] == "validation" and op["target_sensitivity"] == 0.9
+    assert [r["refer"] for r in out["rows"]] == [r["p_referable"] >= op["threshold"] for r in out["rows"]]
     csv_rows = open(tmp_path / "out" / "predictions.csv").read().splitlines()
     assert len(csv_rows) == 11 and csv_rows[0].startswith("path,photo_height,photo_width,grade,p0")
     assert len(open(tmp_path / "out" / "unreadable.csv").read().splitlines()) == 3

@@ -5,6 +5,8 @@ The step itself is `eval_step.py`; the predictions CSV `predictions_csv.py`; a c
 
 from __future__ import annotations
 
+import csv
+import glob
 import json
 import os
 import time
@@ -22,7 +24,7 @@ from zoomin_jax.data import input_pipeline, patient_split
 from zoomin_jax.eval_step import make_eval_step
 from zoomin_jax.heads import HEADS
 from zoomin_jax.models.zoom_in import ZoomInNet
-from zoomin_jax.predictions_csv import thresholds_note, write_predictions
+from zoomin_jax.predictions_csv import prob_columns, thresholds_note, write_predictions
 from zoomin_jax.preemption import Preempted, Preemption, compile_promptly
 from zoomin_jax.restore import restore_model
 from zoomin_jax.validate import validate_config
@@ -160,6 +162,11 @@ def evaluate_heads(model: ZoomInNet, variables: Any, config: ml_collections.Conf
         report = metrics.grading_report(labels, probs, thresholds=t)
         report.update({"split": split, "step": int(step), "thresholds_fitted_on": source, "thresholds_step": at,
                        "thresholds_in_sample": source == split, "num_examples": len(labels)})
+        referable = (labels >= 2).astype(np.int64)
+        if 0 < referable.sum() < len(referable):  # the referral operating point predict's decision uses
+            report["referral"] = {**metrics.operating_point(referable, probs[:, 2:].sum(1),
+                                                            config.referral.sensitivity),
+                                  "fitted_on": split, "step": int(step)}
         if recall is not None:
             report["lesion_recall"] = recall
         if disc["num_images"]:
@@ -204,6 +211,35 @@ def saved_thresholds(workdir: str, step: int) -> dict[str, dict]:
         logging.warning("thresholds of %s not applied to step %d: fitted on another checkpoint", ", ".join(other),
                         step)
     return out
+
+
+def saved_referral(workdir: str, step: int, sensitivity: float = 0.9, head: str = "zoom_in") -> dict | None:
+    """The referral operating point (`metrics.operating_point` on P(grade >= 2), with "fitted_on" and "step") the
+    run fitted for `head` at `step`; for a run older than the operating point, fitted now the same way from the
+    predictions CSV of that evaluation (its labels and probabilities); None where neither exists (another step's
+    would cut this checkpoint's probabilities elsewhere)."""
+    report = load_results(workdir).get(HEADS[head], {})
+    r = report.get("referral")
+    if r is not None and int(r["step"]) == int(step):
+        return r
+    if int(report.get("step", -1)) != int(step):
+        return None
+    split = report["split"]
+    folder = paths.join(workdir, "predictions")
+    found = sorted(folder.glob(f"*_step{step}_{glob.escape(split)}.csv")) if folder.exists() else []
+    if not found:
+        return None
+    with found[0].open() as f:
+        rows = list(csv.DictReader(f))
+    cols = prob_columns(head)
+    if not rows or cols[0] not in rows[0]:
+        return None
+    labels = np.asarray([int(r["label"]) for r in rows])
+    referable = np.asarray([sum(float(r[c]) for c in cols[2:]) for r in rows])
+    if not 0 < (labels >= 2).sum() < len(labels):
+        return None
+    return {**metrics.operating_point((labels >= 2).astype(np.int64), referable, sensitivity),
+            "fitted_on": split, "step": int(step)}
 
 
 def save_results(workdir: str, results: dict) -> None:

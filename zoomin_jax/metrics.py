@@ -350,6 +350,31 @@ def sensitivity_at_specificity(
     return float(np.mean(positives > threshold))
 
 
+def operating_point(binary_labels: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float],
+                    sensitivity: float) -> dict:
+    """The referral threshold that reaches `sensitivity`: the highest t such that positives with score >= t are at
+    least that share of the positives (the rule "refer when score >= t"), with the sensitivity and specificity it
+    has on these examples.
+
+    Returns:
+      {"threshold", "sensitivity", "specificity", "target_sensitivity", "num_positive", "num_negative"}.
+
+    Raises:
+      ValueError: without both classes.
+    """
+    labels, scores = _binary_inputs(binary_labels, scores)
+    positives = np.sort(scores[labels])[::-1]
+    negatives = scores[~labels]
+    if positives.size == 0 or negatives.size == 0:
+        raise ValueError(f"operating_point needs both classes, got {positives.size} positives and "
+                         f"{negatives.size} negatives.")
+    needed = max(1, math.ceil(sensitivity * positives.size - 1e-9))
+    t = float(positives[needed - 1])
+    return {"threshold": t, "sensitivity": float(np.mean(positives >= t)),
+            "specificity": float(np.mean(negatives < t)), "target_sensitivity": float(sensitivity),
+            "num_positive": int(positives.size), "num_negative": int(negatives.size)}
+
+
 def _binary_task(binary_labels: np.ndarray, scores: np.ndarray) -> dict:
     num_pos = int(binary_labels.sum())
     num_neg = int(binary_labels.size - num_pos)

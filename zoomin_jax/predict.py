@@ -15,22 +15,27 @@ evaluation reads them; rows are named by the examples' ids, carry their true gra
 stored image's pixels.
 
 DIR receives:
-  predictions.csv   one row per photograph: path (relative to PATH), photo height and width, Zoom-in-Net's grade
-                    (argmax), p0..p4, expected grade, thresholded grade (with the thresholds the run fitted on its
-                    evaluation split at this checkpoint's step, and where: "fitted on S at step N", "(in-sample)"
-                    when the graded split is S itself), abnormal and referable flags with their probabilities, and
-                    the N boxes in the ORIGINAL photograph's pixels (y0, x0, y1, x1, end exclusive) with scores.
+  predictions.csv   one row per photograph: path (relative to PATH), photo height and width, Zoom-in-Net's most
+                    likely grade (argmax), p0..p4, expected grade, thresholded grade (with the thresholds the run
+                    fitted on its evaluation split at this checkpoint's step, and where: "fitted on S at step N",
+                    "(in-sample)" when the graded split is S itself), P(abnormal), P(referable), the decision `refer`
+                    (below), and the N boxes in the ORIGINAL photograph's pixels (y0, x0, y1, x1, end exclusive)
+                    with scores.
   predictions.json  the same per photograph, plus every head's probabilities, the boxes in the prepared image's
-                    pixels and the checkpoint step.
-  pictures/<path>.png  per photograph (`overlay.picture`, as in the paper's figure): the photograph with the map
-                    the boxes were chosen on as heat and the ranked boxes, the attention of the lesion levels
-                    the boxes are chosen on, and the zoomed patches (`pictures=False` / `--nopictures`: none).
-  report.html       one self-contained page over all of it (`report.py`): sorted by referable probability or
-                    grade, filterable by grade, each photograph with its picture.
+                    pixels, the checkpoint step and the referral operating point with where it was fitted.
+  pictures/<path>.jpg  per photograph (`overlay.picture`): the clean photograph and the map the boxes were chosen on
+                    side by side with its colour bar, the boxes on both; the boxes' pixels cut from the original
+                    photograph at its own resolution; the attention of the lesion levels (`pictures=False` /
+                    `--nopictures`: none). Drawn on a thread pool while the next batch is graded.
+  report.html       one self-contained page over all of it (`report.py`): the decision rule, sorted by referable
+                    probability, grade or file, filterable by grade, each photograph with its picture (lazy).
   unreadable.csv    path, reason, detail for each file that could not be used (corrupt, truncated, grayscale, no
-                    eye disc found, ...); the run goes on without it.
+                    eye disc found, a memory error...); the run goes on without it.
+  predictions.jsonl, unreadable.jsonl, predict_state.json: the record that lets the same command continue.
 
-Flags (ours, the paper defines none): abnormal when P(grade >= 1) > 0.5, referable when P(grade >= 2) > 0.5.
+The decision (ours; the paper defines none): refer when P(grade >= 2) reaches the referral operating point the run
+fitted on its evaluation split at this checkpoint (`config.referral.sensitivity` of its referable photographs
+referred; `metrics.operating_point`); without one (an older run), no decision, P(referable) alone.
 Boxes: the prepared image is the photograph's disc square (which may reach past the photograph's edges, padded
 black) scaled to `image_size`; a box maps back by that square's corner and scale (`photo_boxes`), clipped to the
 photograph, outer pixel edges rounded outwards.
@@ -38,6 +43,7 @@ photograph, outer pixel edges rounded outwards.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import json
@@ -46,9 +52,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import jax
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from zoomin_jax import (
     evaluate,
@@ -91,6 +99,7 @@ class Prepared:
     transform: preprocess.CropTransform  # from the decoded frame to the disc square
     photo_hw: tuple[int, int]  # the photograph's full (height, width)
     label: int | None = None  # the true grade, when the photograph comes from a prepared split
+    source: str | None = None  # the photograph's file, whose own pixels the pictures' patches show
 
 
 def prepare(path: Path, config: ml_collections.ConfigDict) -> Prepared:
@@ -100,7 +109,8 @@ def prepare(path: Path, config: ml_collections.ConfigDict) -> Prepared:
     # Through the builders' JPEG encoding and the input pipeline's decoder: the very pixels training and evaluation
     # read from a prepared dataset, so a photograph of the evaluation split gets the evaluation's prediction.
     image = input_pipeline.decode_jpeg(preprocess.encode_jpeg(p.stored))
-    return Prepared(image, p.display, p.fov_rows.astype(np.int16), p.transform, preprocess.photo_size(str(path)))
+    return Prepared(image, p.display, p.fov_rows.astype(np.int16), p.transform, preprocess.photo_size(str(path)),
+                    source=str(path))
 
 
 def photo_boxes(boxes: np.ndarray, t: preprocess.CropTransform, image_size: int,
@@ -201,9 +211,12 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
     thresholds = evaluate.saved_thresholds(workdir, step).get("zoom_in")
     if thresholds is not None:
         thresholds["note"] = predictions_csv.thresholds_note(thresholds["split"], step, reported_on)
-    eval_step = make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov,
-                                        maps=pictures)
-    draw = _painter(config, out_dir / "pictures") if pictures else None
+    # The one decision: refer when P(referable) reaches the operating point fitted on the run's evaluation split.
+    referral = evaluate.saved_referral(workdir, step, config.referral.sensitivity)
+    if referral is not None:
+        referral = {**referral, "note": predictions_csv.thresholds_note(referral["fitted_on"], step, reported_on)}
+    eval_step = make_eval_step(model, mesh, tuple(config.data.eval_tta), config.model.regions.fov, maps=pictures)
+    painter = _Painter(config, out_dir / "pictures", record, referral) if pictures else None
     size, batch = config.model.image_size, config.data.eval_batch_size
     total = len(todo)
     again = f" ({len(items) - total} done before, in {out_dir})" if len(items) > total else ""
@@ -228,7 +241,9 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
                 pending.append((key, name, prep))
             if len(pending) == batch or k == total:
                 rows = _grade([(n, p) for _, n, p in pending], eval_step, variables, mesh, size, batch,
-                              thresholds, config.model.regions.fov, draw) if pending else []
+                              thresholds, referral, config.model.regions.fov, painter) if pending else []
+                if painter is not None:
+                    painter.wait()  # this batch's pictures are on disk before its rows are recorded
                 for (key_, _, _), r in zip(pending, rows, strict=True):
                     r["item"] = key_
                 record.add(rows, bad_rows)
@@ -245,39 +260,92 @@ def _predict(config, workdir, items, load, output_dir, step, pictures, what, rep
                 print(f"[predict] {k}/{total} photographs ({unreadable_now} unreadable) | {speed}", flush=True)
     finally:
         record.close()
+        if painter is not None:
+            painter.close()
     rows, unreadable = record.rows, [(u["path"], u["reason"], u["detail"]) for u in record.unreadable]
-    (out_dir / "predictions.json").write_text(json.dumps({"step": step, "photographs": rows}, indent=1))
-    page = report.write_report(out_dir, rows, unreadable, step, workdir, levels=tuple(config.model.regions.levels))
+    (out_dir / "predictions.json").write_text(json.dumps({"step": step, "referral": referral, "photographs": rows},
+                                                         indent=1))
+    page = report.write_report(out_dir, rows, unreadable, step, workdir, referral,
+                               levels=tuple(config.model.regions.levels))
     print(f"Wrote {out_dir / 'predictions.csv'} ({len(rows)} photographs), predictions.json and {page.name}"
           + (f"; {len(unreadable)} unreadable, listed in {out_dir / 'unreadable.csv'}" if unreadable else ""),
           flush=True)
     return {"rows": rows, "unreadable": unreadable, "step": step}
 
 
-def _painter(config: ml_collections.ConfigDict, folder: Path):
-    """(record, prepared, outputs, i) -> writes the picture of row i of a batch (`overlay.picture`)."""
-    m = config.model
-    centres = cell_centres(m.anet.endpoint, m.low_res_size, m.image_size, tuple(m.mnet.repeats))
-    levels = list(m.regions.levels)
+class _Painter:
+    """Writes the picture of each graded photograph (`overlay.picture`) on a thread pool, while the next batch is
+    prepared and graded. The colour scales are fixed by the run's first batch and kept in the record's state, so a
+    resumed run paints on the same scales."""
 
-    def draw(record: dict, prep: Prepared, out: dict, i: int) -> None:
-        chosen = np.asarray(out[m.regions.map][i])[..., levels].max(axis=-1)
-        attention = np.asarray(out["attention"][i])[..., levels]
-        p = record["probabilities"]
-        title = (f"{record['path']}: grade {record['grade']} (p {max(p):.2f}); P(abnormal) {record['p_abnormal']:.2f}"
-                 f", P(referable) {record['p_referable']:.2f}")
-        im = overlay.picture(prep.display, chosen, attention, np.asarray(record["boxes_prepared"]), centres, title,
-                             m.regions.map, fov=fov_lib.rows_to_mask(prep.fov_rows, prep.display.shape[0]),
-                             levels=tuple(levels))
-        path = folder / (record["path"] + ".png")
+    def __init__(self, config: ml_collections.ConfigDict, folder: Path, record: predict_log.Record,
+                 referral: dict | None):
+        m = config.model
+        self.m, self.folder, self.record, self.referral = m, folder, record, referral
+        self.centres = cell_centres(m.anet.endpoint, m.low_res_size, m.image_size, tuple(m.mnet.repeats))
+        self.levels = list(m.regions.levels)
+        saved = record.state.get("colour_scales")
+        self.scales = None if saved is None else tuple(overlay.Scale(*x) for x in saved)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
+        self.pending: list[concurrent.futures.Future] = []
+
+    def batch(self, records: list[dict], items: list[tuple[str, Prepared]], out: dict) -> None:
+        """Queues the pictures of a graded batch (`out`: the eval step's outputs, rows as `items`)."""
+        n = len(items)
+        chosen = np.asarray(out[self.m.regions.map])[:n][..., self.levels].max(axis=-1)  # (n, h, w)
+        attention = np.asarray(out["attention"])[:n][..., self.levels]  # (n, h, w, L)
+        if self.scales is None:  # the first batch fixes the run's scales
+            self.scales = (overlay.Scale.of(chosen), overlay.Scale(0.0, overlay.Scale.of(attention).hi))
+            self.record.save_state(colour_scales=[list(x) for x in self.scales])
+        for i, (rec, (_, prep)) in enumerate(zip(records, items, strict=True)):
+            path = self.folder / (rec["path"] + ".jpg")
+            rec["picture"] = str(path.relative_to(self.folder.parent))
+            self.pending.append(self.pool.submit(self._draw, rec, prep, chosen[i], attention[i], path))
+
+    def _draw(self, rec: dict, prep: Prepared, chosen: np.ndarray, attention: np.ndarray, path: Path) -> None:
+        if prep.source is not None:  # the boxes' pixels in the original photograph, at its own resolution
+            original = _read_rgb(prep.source)
+            patches = [original[y0:y1, x0:x1] for y0, x0, y1, x1 in rec["boxes"]]
+        else:  # a prepared split keeps only the stored square
+            patches = [prep.display[y0:y1, x0:x1] for y0, x0, y1, x1 in rec["boxes_prepared"]]
+        decision = _decision_line(rec, self.referral)
+        title = [decision, f"most likely grade {rec['grade']} (p {max(rec['probabilities']):.2f})"
+                 + (f", true grade {rec['label']}" if "label" in rec else "") + f"; {rec['path']}"]
+        im = overlay.picture(prep.display, chosen, attention, np.asarray(rec["boxes_prepared"]), self.centres, title,
+                             self.m.regions.map, self.scales[0], self.scales[1], patches,
+                             fov=fov_lib.rows_to_mask(prep.fov_rows, prep.display.shape[0]),
+                             levels=tuple(self.levels))
         path.parent.mkdir(parents=True, exist_ok=True)
-        im.save(path)
-        record["picture"] = str(path.relative_to(folder.parent))
+        im.save(path, quality=90)
 
-    return draw
+    def wait(self) -> None:
+        for f in self.pending:
+            f.result()
+        self.pending = []
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
-def _grade(items, eval_step, variables, mesh, size, batch, thresholds, fov, draw=None) -> list[dict]:
+def _read_rgb(path: str) -> np.ndarray:
+    """A photograph at its own resolution, uint8 RGB (the pictures' patches)."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:  # formats OpenCV does not read (some TIFFs): PIL
+        with Image.open(path) as im:
+            image = np.asarray(im.convert("RGB"))
+    return image
+
+
+def _decision_line(rec: dict, referral: dict | None) -> str:
+    """The one decision, in words, with its rule."""
+    if referral is None or rec.get("refer") is None:
+        return f"P(referable) {rec['p_referable']:.2f} (no referral operating point for this checkpoint)"
+    verdict = "REFER" if rec["refer"] else "no referral"
+    sign = ">=" if rec["refer"] else "<"
+    return f"{verdict}: P(referable) {rec['p_referable']:.2f} {sign} {referral['threshold']:.2f}"
+
+
+def _grade(items, eval_step, variables, mesh, size, batch, thresholds, referral, fov, painter=None) -> list[dict]:
     n = len(items)
     images = np.zeros((batch, size, size, 3), np.uint8)
     rows_fov = np.zeros((batch, size, 2), np.int16)
@@ -301,15 +369,15 @@ def _grade(items, eval_step, variables, mesh, size, batch, thresholds, fov, draw
             "expected_grade": float(expected[i]),
             "grade_thresholded": None if thr is None else int(thr[i]),
             "thresholds": None if thresholds is None else thresholds["note"],
-            "p_abnormal": float(zoom[i, 1:].sum()), "abnormal": bool(zoom[i, 1:].sum() > 0.5),
-            "p_referable": float(zoom[i, 2:].sum()), "referable": bool(zoom[i, 2:].sum() > 0.5),
+            "p_abnormal": float(zoom[i, 1:].sum()), "p_referable": float(zoom[i, 2:].sum()),
+            "refer": None if referral is None else bool(zoom[i, 2:].sum() >= referral["threshold"]),
             "boxes": photo_boxes(boxes, prep.transform, size, prep.photo_hw).tolist(),
             "box_scores": [float(s) for s in np.asarray(out["box_scores"][i])],
             "boxes_prepared": boxes.tolist(),
             "heads": {h: [float(p) for p in probs[h][i]] for h in probs},
         } | ({} if prep.label is None else {"label": prep.label}))
-        if draw is not None:
-            draw(records[-1], prep, out, i)
+    if painter is not None:
+        painter.batch(records, items, out)
     return records
 
 
@@ -317,8 +385,7 @@ def _csv_header(config: ml_collections.ConfigDict, labelled: bool) -> list[str]:
     k, n_boxes = config.model.num_classes, config.model.regions.num_regions
     return (["path", "photo_height", "photo_width"] + (["label"] if labelled else []) + ["grade"]
             + [f"p{c}" for c in range(k)]
-            + ["expected_grade", "grade_thresholded", "thresholds", "abnormal", "p_abnormal", "referable",
-               "p_referable"]
+            + ["expected_grade", "grade_thresholded", "thresholds", "p_abnormal", "p_referable", "refer"]
             + [f"box{j}_{c}" for j in range(n_boxes) for c in ("y0", "x0", "y1", "x1", "score")])
 
 
@@ -328,7 +395,7 @@ def _csv_row(r: dict, labelled: bool) -> list:
     return ([r["path"], r["photo_height"], r["photo_width"]] + ([r["label"]] if labelled else []) + [r["grade"]]
             + [f"{p:.5f}" for p in r["probabilities"]]
             + [f"{r['expected_grade']:.4f}", "" if thr is None else thr, r["thresholds"] or ""]
-            + [int(r["abnormal"]), f"{r['p_abnormal']:.5f}", int(r["referable"]), f"{r['p_referable']:.5f}"]
+            + [f"{r['p_abnormal']:.5f}", f"{r['p_referable']:.5f}", "" if r.get("refer") is None else int(r["refer"])]
             + boxes)
 
 

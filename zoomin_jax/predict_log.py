@@ -52,8 +52,10 @@ class Record:
                 raise OtherStep(
                     f"{out_dir} holds predictions of checkpoint step {before['step']} (of {before['workdir']}); this "
                     f"run uses step {step}. Pass --step={before['step']} to continue them, or another --output")
+            self.state = before
         else:
-            state.write_text(json.dumps({"step": int(step), "workdir": str(workdir)}))
+            self.state = {"step": int(step), "workdir": str(workdir)}
+            state.write_text(json.dumps(self.state))
         self.rows = _read_lines(out_dir / "predictions.jsonl")
         self.unreadable = _read_lines(out_dir / "unreadable.jsonl")
         self.done = {r["item"] for r in self.rows} | {r["item"] for r in self.unreadable}
@@ -61,6 +63,14 @@ class Record:
             (out_dir / name).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
         self._jsonl = {name: open(out_dir / name, "a", encoding="utf-8")
                        for name in ("predictions.jsonl", "unreadable.jsonl")}
+
+    def save_state(self, **values) -> None:
+        """Adds `values` to the folder's state (e.g. the pictures' colour scales, kept for a resumed run)."""
+        self.state.update(values)
+        path = self.out_dir / STATE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, path)
 
     def add(self, rows: list[dict], unreadable: list[dict]) -> None:
         """Appends and syncs a batch's records (each carries its 'item' key)."""

@@ -95,6 +95,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
     for field in ("clusters", "iterations", "restarts", "mosaic_patches", "mosaic_px"):
         if not _positive_int(config.mine[field]):
             problems.append(f"mine.{field}={config.mine[field]!r} must be a positive integer")
+    if not 0.0 < config.referral.sensitivity <= 1.0:
+        problems.append(f"referral.sensitivity={config.referral.sensitivity} must be in (0, 1]: the share of "
+                        "referable photographs the referral operating point refers")
     if m.get("pair_eyes", False):  # batches of whole patients on every process: rows 2k, 2k + 1 one patient
         for field, global_batch in (("batch_size", config.batch_size), ("data.eval_batch_size",
                                                                           config.data.eval_batch_size)):
