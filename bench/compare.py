@@ -3,9 +3,11 @@
     python bench/compare.py                                   # both sides with this interpreter (bench extra)
     python bench/compare.py --peer_python=/path/to/venv/bin/python --out=bench/compare.md
 
-Every case runs in its own process, ours then the peer's, one after the other (never two at once): per case the
-median seconds per step over `--steps` timed steps after a warm-up, their spread (min-max), images per second, and
-the ratio peer time / our time (above 1: we are faster). Also our compile and initialisation seconds, the peer's
+Every case runs in its own process, ours then the peer's, one after the other (never two at once), and that pair
+is repeated `--rounds` times, alternating, so a slow minute of a noisy machine falls on both sides: per case the
+median seconds per step over all rounds' timed steps (`--steps` each, after a warm-up), their spread (min-max),
+images per second, and the ratio peer time / our time (above 1: we are faster) as the median of the rounds' ratios
+with their range. Quote the median and the range, never one round. Also our compile and initialisation seconds, the peer's
 model-creation seconds, each process's peak host RSS, and XLA's FLOPs per image. Cases:
 
   M-Net train step and inference at 299 and 492 px (`bench/backbone.py`: the full backbone with a 5-class head)
@@ -27,7 +29,8 @@ import sys
 from absl import app, flags
 
 flags.DEFINE_string("peer_python", sys.executable, "Interpreter with torch and timm for the peer's cases.")
-flags.DEFINE_integer("steps", 5, "Timed steps per case.")
+flags.DEFINE_integer("steps", 5, "Timed steps per case and round.")
+flags.DEFINE_integer("rounds", 3, "Rounds per case, ours and the peer's alternating.")
 flags.DEFINE_integer("batch", 2, "Images per step for the M-Net and full zoom-in cases.")
 flags.DEFINE_list("only", [], "Run only the cases whose key is listed (mnet_train_299, mnet_train_492, "
                   "mnet_infer_299, mnet_infer_492, zoomin_joint, default_joint).")
@@ -73,6 +76,24 @@ def run(cmd: list[str]) -> dict:
     return json.loads(lines[-1])
 
 
+def pooled(rounds: list[dict]) -> dict:
+    """One side's rounds as one result: every round's timed steps together (the first failure, if any)."""
+    failed = [r for r in rounds if "error" in r]
+    if failed:
+        return failed[0]
+    times = [t for r in rounds for t in r["times"]]
+    first = rounds[0]
+    return {**first, "times": times, "median_s": statistics.median(times),
+            "images_per_s": statistics.median(r["images_per_s"] for r in rounds),
+            "peak_rss_gib": max(r["peak_rss_gib"] for r in rounds)}
+
+
+def ratios(ours: list[dict], peer: list[dict] | None) -> list[float]:
+    """Peer time / ours per round, where both sides of the round ran."""
+    return [p["median_s"] / o["median_s"] for o, p in zip(ours, peer or [])
+            if "error" not in o and "error" not in p]
+
+
 def _time(r: dict | None) -> str:
     if not r:
         return "-"
@@ -82,19 +103,29 @@ def _time(r: dict | None) -> str:
     return f"{statistics.median(t):.3g} s ({min(t):.3g}-{max(t):.3g}), {r['images_per_s']:.3g} img/s"
 
 
-def table(rows: list[tuple[str, dict, dict | None]]) -> str:
-    head = ("| case | ours: s/step median (min-max), img/s | peer (timm) | peer time / ours | ours: compile s, "
-            "init s | peer: model s | peak RSS ours / peer GiB | GFLOP per image (XLA) |")
+def _ratio(rs: list[float]) -> str:
+    if not rs:
+        return "-"
+    spread = f" ({min(rs):.2f}-{max(rs):.2f}, {len(rs)} rounds)" if len(rs) > 1 else " (1 round)"
+    return f"**{statistics.median(rs):.2f}x**{spread}"
+
+
+def table(rows: list[tuple[str, list[dict], list[dict] | None]]) -> str:
+    """rows: (description, our rounds, the peer's rounds or None)."""
+    head = ("| case | ours: s/step median (min-max), img/s | peer (timm) | peer time / ours: median (range) | ours: "
+            "compile s, init s | peer: model s | peak RSS ours / peer GiB | GFLOP per image (XLA) |")
     lines = [head, "|" + "---|" * (head.count(" | ") + 1)]
-    for desc, ours, peer in rows:
+    for desc, our_rounds, peer_rounds in rows:
+        ours = pooled(our_rounds)
+        peer = pooled(peer_rounds) if peer_rounds else None
         ours_ok, peer_ok = "error" not in ours, bool(peer) and "error" not in peer
-        ratio = f"**{peer['median_s'] / ours['median_s']:.2f}x**" if ours_ok and peer_ok else "-"
         cost = f"{ours.get('compile_s', ours.get('first_s')):.0f}, {ours['init_s']:.1f}" if ours_ok else "-"
         peer_init = f"{peer['init_s']:.1f}" if peer_ok else "-"
         rss = (f"{ours['peak_rss_gib']:.2f}" if ours_ok else "-") + " / " + (
             f"{peer['peak_rss_gib']:.2f}" if peer_ok else "-")
         flops = f"{ours['gflop_per_image']:.4g}" if ours_ok else "-"
-        lines.append(f"| {desc} | {_time(ours)} | {_time(peer)} | {ratio} | {cost} | {peer_init} | {rss} | {flops} |")
+        lines.append(f"| {desc} | {_time(ours)} | {_time(peer)} | {_ratio(ratios(our_rounds, peer_rounds))} | "
+                     f"{cost} | {peer_init} | {rss} | {flops} |")
     return "\n".join(lines)
 
 
@@ -102,14 +133,16 @@ def main(argv):
     del argv
     rows = []
     for key, desc, ours_cmd, peer_cmd in cases():
-        print(f"[compare] {key}: ours ...", flush=True)
-        ours = run(ours_cmd)
-        peer = None
-        if peer_cmd:
-            print(f"[compare] {key}: peer ...", flush=True)
-            peer = run(peer_cmd)
+        ours, peer = [], [] if peer_cmd else None
+        for r in range(FLAGS.rounds):
+            print(f"[compare] {key} round {r + 1}/{FLAGS.rounds}: ours ...", flush=True)
+            ours.append(run(ours_cmd))
+            if peer_cmd:
+                print(f"[compare] {key} round {r + 1}/{FLAGS.rounds}: peer ...", flush=True)
+                peer.append(run(peer_cmd))
+            print(json.dumps({"case": key, "round": r + 1, "ours": ours[-1], "peer": peer[-1] if peer else None}),
+                  flush=True)
         rows.append((desc, ours, peer))
-        print(json.dumps({"case": key, "ours": ours, "peer": peer}), flush=True)
     text = table(rows)
     print(text)
     if FLAGS.out:

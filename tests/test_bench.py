@@ -23,19 +23,31 @@ def test_bf16_peaks_by_device_kind():
     assert peaks.bf16_peak_tflops("cpu") is None
 
 
-def test_compare_table_ratio_is_peer_time_over_ours():
-    ours = {"times": [1.0, 0.9, 1.2], "median_s": 1.0, "images_per_s": 2.0, "compile_s": 61.4, "init_s": 8.5,
-            "peak_rss_gib": 7.5, "gflop_per_image": 514.0}
-    peer = {"times": [2.5, 2.4, 2.6], "median_s": 2.5, "images_per_s": 0.8, "init_s": 0.9, "peak_rss_gib": 4.25}
+def _side(times, ips, rss, **extra):
+    return {"times": times, "median_s": sorted(times)[len(times) // 2], "images_per_s": ips, "peak_rss_gib": rss,
+            **extra}
+
+
+def test_compare_table_ratio_is_the_median_of_the_rounds_peer_time_over_ours():
+    # Three rounds, hand-worked: ratios 2.5/1.0 = 2.5, 2.0/1.0 = 2.0, 3.3/1.1 = 3.0 -> median 2.5, range 2.0-3.0.
+    ours = [_side([1.0, 0.9, 1.2], 2.0, 7.5, compile_s=61.4, init_s=8.5, gflop_per_image=514.0),
+            _side([1.0, 1.0, 1.0], 2.0, 7.0, compile_s=60.0, init_s=8.0, gflop_per_image=514.0),
+            _side([1.1, 1.1, 1.1], 1.8, 7.2, compile_s=60.0, init_s=8.0, gflop_per_image=514.0)]
+    peer = [_side([2.5, 2.4, 2.6], 0.8, 4.25, init_s=0.9), _side([2.0, 2.0, 2.0], 1.0, 4.0, init_s=0.9),
+            _side([3.3, 3.3, 3.3], 0.6, 4.0, init_s=0.9)]
     text = compare.table([("M-Net train step, 492 px", ours, peer),
                           ("default", ours, None),
-                          ("broken", {"error": "exit 1: ['boom']"}, peer)])
+                          ("broken", [{"error": "exit 1: ['boom']"}] + ours[1:], peer)])
     rows = text.splitlines()
     assert len(rows) == 5 and all(r.count("|") == rows[0].count("|") for r in rows)
-    assert "| **2.50x** |" in rows[2] and "1 s (0.9-1.2), 2 img/s" in rows[2] and "| 61, 8.5 | 0.9 |" in rows[2]
-    assert "| 7.50 / 4.25 | 514 |" in rows[2]
+    assert "| **2.50x** (2.00-3.00, 3 rounds) |" in rows[2]
+    # All nine timed steps pooled: median 1.0 of [0.9 .. 1.2]; images/s the rounds' median; the first round's costs
+    assert "1 s (0.9-1.2), 2 img/s" in rows[2] and "| 61, 8.5 | 0.9 |" in rows[2]
+    assert "| 7.50 / 4.25 | 514 |" in rows[2]  # the highest peak of the rounds
     assert "| - | - |" in rows[3]  # no peer: no ratio
-    assert "failed (exit 1" in rows[4] and "**" not in rows[4]
+    assert "failed (exit 1" in rows[4] and "(2.00-3.00, 2 rounds)" in rows[4]  # the failed round is left out
+    # A failed round drops out of the ratios: rounds 2 and 3 remain -> median 2.5, range 2.0-3.0
+    assert compare.ratios([{"error": "x"}] + ours[1:], peer) == pytest.approx([2.0, 3.0])
 
 
 @pytest.mark.slow  # the whole device check, compiled at tiny shapes
