@@ -141,3 +141,40 @@ def test_several_identical_runs_pool_to_the_single_runs_interval(tmp_path):
     # The figures are recomputed from the CSV: M-Net's kappa is the file's own.
     kappa = bootstrap.FIGURES["kappa"](y, probs["mnet"])
     assert f"{kappa:.3f} +- 0.000 ({kappa:.3f} .. {kappa:.3f})" in text
+
+
+def test_a_lever_is_the_difference_of_the_sets_means_by_scikit_learn(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 5, 80)
+    heads = ("mnet", "mnet_anet", "zoom_in")
+    sets = {}
+    for name, shift in (("pt", 1.5), ("plain", 0.0)):  # the lever pushes the true grade's probability up
+        sets[name] = []
+        for k in range(2):
+            probs = {}
+            for h in heads:
+                logits = rng.normal(size=(80, 5))
+                logits[np.arange(80), y] += shift
+                p = np.exp(logits)
+                probs[h] = np.round(p / p.sum(1, keepdims=True), 5)
+            _fake_run(tmp_path / f"{name}{k}", y, probs)
+            sets[name].append(probs)
+    pt = [ablation.Run(str(tmp_path / f"pt{k}")) for k in range(2)]
+    plain = [ablation.Run(str(tmp_path / f"plain{k}")) for k in range(2)]
+    result = ablation.compare_sets(pt, plain, n=200)
+    referable = (y >= 2).astype(int)
+    for h in heads:
+        auc = {s: np.mean([roc_auc_score(referable, p[h][:, 2:].sum(1)) for p in sets[s]]) for s in sets}
+        got = result[h]["AUC referable"]
+        assert got["difference"] == pytest.approx(auc["pt"] - auc["plain"], abs=1e-4)  # CSV rounding only
+        assert got["low"] <= got["difference"] <= got["high"] and got["low"] > 0  # a lever this strong is seen
+    same = ablation.compare_sets(plain, plain, n=200)
+    assert all(c["low"] == c["high"] == c["difference"] == 0 for h in heads for c in same[h].values())
+    with pytest.raises(ValueError, match="as many runs"):
+        ablation.compare_sets(pt, plain[:1], n=10)
+    text = ablation.report([str(tmp_path / "pt0"), str(tmp_path / "pt1")], n=200,
+                           against=[str(tmp_path / "plain0"), str(tmp_path / "plain1")])
+    assert "Each head minus the same head in " in text and "mean over 2 pairs of runs resampled together" in text
+    assert text.count("2 runs on 'train[80%:]' (80 photographs)") == 2

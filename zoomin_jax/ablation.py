@@ -5,12 +5,16 @@ each photograph) named by the run's `eval_results.json` (each head's step and sp
 
     python -m zoomin_jax.ablation runs/idrid_s0                       # one run: its table and paired intervals
     python -m zoomin_jax.ablation runs/idrid_s0 runs/idrid_s1 runs/idrid_s2   # seeds: mean, spread, pooled interval
+    python -m zoomin_jax.ablation runs/pt_s0 runs/pt_s1 --against runs/s0 runs/s1  # a lever: set minus set, per head
 
 For M-Net + A-Net and Zoom-in-Net: the difference to M-Net in kappa, normal and referable AUC on the evaluation
 photographs, with the 95% paired bootstrap interval (`bootstrap.py`: patients resampled where the dataset has
 them, the seed and the number of resamples printed and fixed, so a re-run prints the same interval). Over several
 runs: per head the mean, standard deviation and range of each figure over the runs (and of recall@4 with its
 chance level), and the interval of the mean difference, the runs resampled together on the same photographs.
+With `--against`, a lever (e.g. the pretrained backbone): both sets' tables, then per head the difference of the
+sets' means with its interval, the i-th run of one set paired with the i-th of the other (same seed) and all
+resampled together on the same photographs.
 """
 
 from __future__ import annotations
@@ -94,25 +98,52 @@ def figures(run: Run) -> dict[str, dict[str, float]]:
     return out
 
 
-def compare(runs: Sequence[Run], n: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED) -> dict:
-    """The paired comparison with M-Net over the runs (`bootstrap.compare`); the runs must share their photographs."""
+def _check_paired(runs: Sequence[Run]) -> None:
     first = runs[0]
     for r in runs[1:]:
         if r.ids != first.ids or not np.array_equal(r.labels, first.labels) or r.heads != first.heads:
             raise ValueError(f"{r.workdir} was evaluated on other photographs (or heads) than {first.workdir}: the "
                              "runs cannot be paired")
+
+
+def compare(runs: Sequence[Run], n: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED) -> dict:
+    """The paired comparison with M-Net over the runs (`bootstrap.compare`); the runs must share their photographs."""
+    _check_paired(runs)
+    first = runs[0]
     others = [h for h in first.heads if h != REFERENCE]
     return bootstrap.compare([r.labels for r in runs], [r.probs for r in runs], first.groups, REFERENCE, others,
                              n, seed)
+
+
+def compare_sets(runs: Sequence[Run], against: Sequence[Run], n: int = bootstrap.RESAMPLES,
+                 seed: int = bootstrap.SEED) -> dict:
+    """Per head, set `runs` minus set `against`: the mean over pairs (i-th with i-th) of the difference, which is
+    the difference of the sets' means, and its interval with every pair resampled on the same photographs.
+
+    Returns {"resamples", "seed", "groups", "rows", "runs": pairs, head: {figure: {"difference", "low", "high",
+    "used"}}} (the form `bootstrap.compare` returns, with the head compared against itself in the other set).
+    """
+    if len(runs) != len(against):
+        raise ValueError(f"--against needs as many runs as it is compared with ({len(runs)} vs {len(against)}): "
+                         "the i-th run of each set is paired with the i-th of the other")
+    _check_paired([*runs, *against])
+    out = {}
+    for head in runs[0].heads:
+        probs = [{"lever": a.probs[head], "without": b.probs[head]} for a, b in zip(runs, against, strict=True)]
+        result = bootstrap.compare([r.labels for r in runs], probs, runs[0].groups, "without", ["lever"], n, seed)
+        out[head] = result.pop("lever")
+        out.update(result)
+    return out
 
 
 def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
-def format_intervals(result: dict, unit: str) -> str:
-    """The paired-difference table: a line per compared head, `+0.012 [-0.031, +0.058]` per figure."""
-    header = ["vs M-Net", *bootstrap.FIGURES]
+def format_intervals(result: dict, unit: str, against: str = "") -> str:
+    """The paired-difference table: a line per compared head, `+0.012 [-0.031, +0.058]` per figure; with
+    `against`, the lever's table (`compare_sets`: each head against itself in the other set)."""
+    header = ["vs M-Net" if not against else "head", *bootstrap.FIGURES]
     lines = []
     for head, name in HEADS.items():
         if head in result:
@@ -122,8 +153,11 @@ def format_intervals(result: dict, unit: str) -> str:
     render = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                      for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
     pooled = f", mean over {result['runs']} runs resampled together" if result["runs"] > 1 else ""
+    if against:
+        pooled = f", mean over {result['runs']} pairs of runs resampled together"
     used = min(c["used"] for h in HEADS if h in result for c in result[h].values())
-    title = (f"Paired difference to M-Net, 95% bootstrap interval ({result['resamples']} resamples of the "
+    what = "Paired difference to M-Net" if not against else f"Each head minus the same head {against}"
+    title = (f"{what}, 95% bootstrap interval ({result['resamples']} resamples of the "
              f"{result['groups']} {unit}, seed {result['seed']}{pooled}"
              + (f"; {used} resamples define every figure" if used < result["resamples"] else "") + "):")
     return "\n".join([title, render(header), "  ".join("-" * w for w in widths), *(render(r) for r in lines)])
@@ -153,11 +187,19 @@ def format_runs(runs: Sequence[Run]) -> str:
     return "\n".join([title, render(header), "  ".join("-" * w for w in widths), *(render(r) for r in lines)])
 
 
-def report(workdirs: Sequence[str], n: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED) -> str:
-    """The text `python -m zoomin_jax.ablation` prints: the runs' figures and the paired intervals."""
+def report(workdirs: Sequence[str], n: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED,
+           against: Sequence[str] = ()) -> str:
+    """The text `python -m zoomin_jax.ablation` prints: the runs' figures and the paired intervals; with `against`,
+    the other set's too and the lever's intervals."""
     runs = [Run(w) for w in workdirs]
     unit = "patients" if runs[0].has_patients else "photographs"
-    return format_runs(runs) + "\n\n" + format_intervals(compare(runs, n, seed), unit)
+    text = format_runs(runs) + "\n\n" + format_intervals(compare(runs, n, seed), unit)
+    if against:
+        others = [Run(w) for w in against]
+        text += ("\n\nAgainst: " + format_runs(others) + "\n\n" + format_intervals(compare(others, n, seed), unit)
+                 + "\n\n" + format_intervals(compare_sets(runs, others, n, seed), unit,
+                                             against=f"in {', '.join(against)}"))
+    return text
 
 
 def intervals_or_note(workdir: str) -> str:
@@ -173,7 +215,15 @@ def intervals_or_note(workdir: str) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
         raise SystemExit(__doc__)
-    print(report(argv[1:]))
+    args = argv[1:]
+    if "--against" in args:
+        k = args.index("--against")
+        runs, against = args[:k], args[k + 1:]
+        if not runs or not against:
+            raise SystemExit("usage: python -m zoomin_jax.ablation RUN [RUN ...] --against RUN [RUN ...]")
+        print(report(runs, against=against))
+    else:
+        print(report(args))
 
 
 if __name__ == "__main__":
