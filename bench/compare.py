@@ -7,8 +7,8 @@ Every case runs in its own process, ours then the peer's, one after the other (n
 is repeated `--rounds` times, alternating, so a slow minute of a noisy machine falls on both sides: per case the
 median seconds per step over all rounds' timed steps (`--steps` each, after a warm-up), their spread (min-max),
 images per second, and the ratio peer time / our time (above 1: we are faster) as the median of the rounds' ratios
-with their range. Quote the median and the range, never one round. Also our compile and initialisation seconds, the peer's
-model-creation seconds, each process's peak host RSS, and XLA's FLOPs per image. Cases:
+with their range. Quote the median and the range, never one round. Also our compile and initialisation seconds,
+the peer's model-creation seconds, each process's peak host RSS, and XLA's FLOPs per image. Cases:
 
   M-Net train step and inference at 299 and 492 px (`bench/backbone.py`: the full backbone with a 5-class head)
   the full zoom-in train step at paper shapes, float32 (`bench/train_step.py --config=configs/full.py
@@ -90,7 +90,9 @@ def pooled(rounds: list[dict]) -> dict:
 
 def ratios(ours: list[dict], peer: list[dict] | None) -> list[float]:
     """Peer time / ours per round, where both sides of the round ran."""
-    return [p["median_s"] / o["median_s"] for o, p in zip(ours, peer or [])
+    if not peer:
+        return []
+    return [p["median_s"] / o["median_s"] for o, p in zip(ours, peer, strict=True)
             if "error" not in o and "error" not in p]
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from zoomin_jax.data import label_sidecar, real_builder, skips
+from zoomin_jax.data import real_builder, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the Kaggle competition "Diabetic Retinopathy Detection" (EyePACS) data and extract it into one folder:
@@ -160,7 +160,6 @@ def prepare(
 ) -> Eyepacs:
     """Prepares the EyePACS dataset from `manual_dir` into `data_dir` (once) and returns the builder."""
     builder = real_builder.prepare_builder(Eyepacs, manual_dir, data_dir, image_size, graham, min_side, num_workers)
-    label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
     return builder
 
 

@@ -57,7 +57,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from zoomin_jax.data import features, label_sidecar, photo, preprocess, real_builder, skips
+from zoomin_jax.data import features, photo, preprocess, real_builder, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download IDRiD (Indian Diabetic Retinopathy Image Dataset, Porwal et al. 2018, IEEE Dataport) and extract
@@ -456,7 +456,6 @@ def prepare(
     config = make_config(image_size, graham, min_side, boxes_csv_path(manual_dir, lesion_boxes_csv))
     builder = real_builder.prepare_builder(Idrid, manual_dir, data_dir, image_size, graham, min_side, num_workers,
                                     config=config)
-    label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
     return builder
 
 

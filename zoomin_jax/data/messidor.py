@@ -24,7 +24,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from zoomin_jax.data import label_sidecar, real_builder, skips
+from zoomin_jax.data import real_builder, skips
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download Messidor (the Messidor program database, ADCIS / Messidor project) and extract each base archive
@@ -156,7 +156,6 @@ def prepare(
 ) -> Messidor:
     """Prepares Messidor from `manual_dir` into `data_dir` (once) and returns the builder."""
     builder = real_builder.prepare_builder(Messidor, manual_dir, data_dir, image_size, graham, min_side, num_workers)
-    label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
     return builder
 
 

@@ -24,7 +24,7 @@ from absl import logging
 
 from zoomin_jax import thread_map
 from zoomin_jax.data import features as features_lib
-from zoomin_jax.data import photo, preprocess
+from zoomin_jax.data import label_sidecar, photo, preprocess
 from zoomin_jax.data.skips import SkipCounter
 
 
@@ -214,7 +214,8 @@ def prepare_builder(
     num_workers: int | None = None,
     config: RealConfig | None = None,
 ) -> RealBuilder:
-    """Prepares (once) and returns a real-dataset builder; read it with `builder.as_data_source(split)`.
+    """Prepares (once) and returns a real-dataset builder, with its labels sidecar; read it with
+    `builder.as_data_source(split)`.
 
     `config`: a builder config of the builder's own (e.g. IDRiD's with a lesion-boxes CSV) instead of the
     standard one for (image_size, graham, min_side)."""
@@ -231,6 +232,7 @@ def prepare_builder(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
     )
+    label_sidecar.write(builder)  # the grades alone, for the class-balanced sampler
     return builder
 
 
