@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -149,18 +148,7 @@ class Eyepacs(real_builder.RealBuilder):
         return tasks
 
 
-def prepare(
-    manual_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    image_size: int = 400,
-    graham: bool = False,
-    *,
-    min_side: int = 256,
-    num_workers: int | None = None,
-) -> Eyepacs:
-    """Prepares the EyePACS dataset from `manual_dir` into `data_dir` (once) and returns the builder."""
-    builder = real_builder.prepare_builder(Eyepacs, manual_dir, data_dir, image_size, graham, min_side, num_workers)
-    return builder
+prepare = real_builder.preparer(Eyepacs)
 
 
 if __name__ == "__main__":

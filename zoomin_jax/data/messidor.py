@@ -145,18 +145,7 @@ class Messidor(real_builder.RealBuilder):
         return {"test": self._generate("test", tasks, fn, counter)}
 
 
-def prepare(
-    manual_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    image_size: int = 400,
-    graham: bool = False,
-    *,
-    min_side: int = 256,
-    num_workers: int | None = None,
-) -> Messidor:
-    """Prepares Messidor from `manual_dir` into `data_dir` (once) and returns the builder."""
-    builder = real_builder.prepare_builder(Messidor, manual_dir, data_dir, image_size, graham, min_side, num_workers)
-    return builder
+prepare = real_builder.preparer(Messidor)
 
 
 if __name__ == "__main__":

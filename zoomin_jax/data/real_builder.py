@@ -204,6 +204,26 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             self.info.metadata.setdefault("duplicate_rows", {})[split] = counter.duplicates
 
 
+def preparer(builder_cls: type[RealBuilder]):
+    """The `prepare` function of a dataset whose builder needs nothing beyond the standard config (EyePACS,
+    Messidor): `prepare(manual_dir, data_dir, image_size=400, graham=False, *, min_side=256, num_workers=None)`
+    prepares it from `manual_dir` into `data_dir` (once) and returns the builder."""
+
+    def prepare(
+        manual_dir: str | os.PathLike,
+        data_dir: str | os.PathLike,
+        image_size: int = 400,
+        graham: bool = False,
+        *,
+        min_side: int = 256,
+        num_workers: int | None = None,
+    ) -> RealBuilder:
+        return prepare_builder(builder_cls, manual_dir, data_dir, image_size, graham, min_side, num_workers)
+
+    prepare.__doc__ = f"Prepares {builder_cls.name} from `manual_dir` into `data_dir` (once) and returns the builder."
+    return prepare
+
+
 def prepare_builder(
     builder_cls: type[RealBuilder],
     manual_dir: str | os.PathLike,
