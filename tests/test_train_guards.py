@@ -156,3 +156,22 @@ def test_pair_eyes_needs_whole_patients_on_every_process():
     with pytest.raises(ConfigError, match=r"data.eval_batch_size=24 gives 3 rows per process: model.pair_eyes needs "
                                           r"an even number"):
         validate_config(c, 8, num_processes=8)
+
+
+def test_pair_eyes_without_a_stage_training_the_pair_head_is_refused_and_so_is_the_converse(tmp_path):
+    from tiny import tiny_config
+
+    from zoomin_jax.validate import validate_stages
+
+    c = tiny_config(str(tmp_path / "tfds"))
+    c.model.pair_eyes, c.stage_order = True, ("mnet", "cnet")  # no pair stage: the pair head would stay random
+    with pytest.raises(ConfigError, match=r"model.pair_eyes=True but no stage of stage_order=\('mnet', 'cnet'\) "
+                                          r"trains the pair head.*--config.stage_order=\"\('mnet', 'cnet', 'pair'\)\""):
+        train.train_and_evaluate(c, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    c.stage_order = ("mnet", "pair")
+    validate_stages(c)  # both: accepted
+    c.model.pair_eyes = False
+    with pytest.raises(ConfigError, match=r"stage\(s\) \['pair'\] train the pair head, which exists only with "
+                                          r"--config.model.pair_eyes=True"):
+        validate_stages(c)

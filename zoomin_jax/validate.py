@@ -110,8 +110,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
 
 
 def validate_stages(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError when `stage_order` names a stage `stages` does not define (training only: evaluation
-    does not read the stages)."""
+    """Raises ConfigError when `stage_order` names a stage `stages` does not define, or when the pair head and
+    `model.pair_eyes` disagree (one without the other) (training only: evaluation does not read the stages)."""
     order = tuple(config.stage_order)
     unknown = [s for s in order if s not in config.stages]
     if unknown or not order:
@@ -121,6 +121,14 @@ def validate_stages(config: ml_collections.ConfigDict) -> None:
                     "'mnet,cnet' is one name)")
         raise ConfigError(f"Config cannot work:\n  - stage_order={order} names {unknown or 'no stage'}: choose from "
                           f"the defined stages {sorted(config.stages)}{hint}")
+    trains_pair = [s for s in order if "pair" in tuple(config.stages[s].trainable)]
+    if config.model.get("pair_eyes", False) and not trains_pair:  # else the "Both eyes" head is reported untrained
+        raise ConfigError(f"Config cannot work:\n  - model.pair_eyes=True but no stage of stage_order={order} trains "
+                          "the pair head, which would be reported at its random initialisation: add the pair stage, "
+                          f"--config.stage_order=\"{order + ('pair',)}\"")
+    if trains_pair and not config.model.get("pair_eyes", False):
+        raise ConfigError(f"Config cannot work:\n  - stage(s) {trains_pair} train the pair head, which exists only "
+                          "with --config.model.pair_eyes=True: set it, or leave the pair stage out of stage_order")
 
 
 def _positive_int(value) -> bool:
