@@ -117,6 +117,10 @@ def get_config() -> ml_collections.ConfigDict:
     # `head` is what the stage-end evaluation reports: mnet | mnet_anet | zoom_in | all.
     # `epochs` > 0 replaces `steps` by ceil(epochs * training examples / batch_size), counted from the prepared train
     # split when training starts (zoomin_jax/schedule.py); 0 (here): the stage lasts `steps`.
+    # The label of each zoomed-in patch in the "patch" loss (ours): "image" (every patch takes its image's grade) or
+    # "most_lesion_like" (multiple-instance: a grade-0 image's patches grade 0, a graded image's grade carried by its
+    # one patch least like grade 0; train_step._cross_entropy). README, "Grade 1".
+    c.patch_labels = "image"
     c.stage_order = ("mnet", "anet", "cnet", "joint")
     c.stages = ml_collections.ConfigDict()
     c.stages.mnet = _stage(steps=800, lr=2e-3, trainable=("mnet",), loss={"mnet": 1.0}, head="mnet")

@@ -26,11 +26,25 @@ HEAD_LOGITS = {"final": "logits", "mnet": "mnet_logits", "anet": "anet_logits", 
                "pair": "pair_logits"}
 
 
-def _cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-    """Mean cross-entropy; per-patch logits (B, N, K) take their image's label."""
-    if logits.ndim == 3:
-        labels = jnp.broadcast_to(labels[:, None], logits.shape[:2])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+PATCH_LABELS = ("image", "most_lesion_like")
+
+
+def _cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, patch_labels: str = "image") -> jnp.ndarray:
+    """Mean cross-entropy. Per-patch logits (B, N, K): with patch_labels "image" every patch takes its image's
+    grade; with "most_lesion_like" (multiple-instance) a grade-0 image's patches all take grade 0 (none shows a
+    lesion) and a graded image's grade is carried by one patch only, the one its own prediction finds least like
+    grade 0 (the choice is not differentiated): a patch beside the lesion is no longer taught that it shows it."""
+    if logits.ndim == 2:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    per_patch = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.broadcast_to(labels[:, None], logits.shape[:2]))  # (B, N)
+    if patch_labels == "image":
+        return per_patch.mean()
+    n = logits.shape[1]
+    lesion_like = jax.lax.stop_gradient(1.0 - jax.nn.softmax(logits, axis=-1)[..., 0])  # (B, N)
+    one = jax.nn.one_hot(jnp.argmax(lesion_like, axis=1), n, dtype=per_patch.dtype)
+    weight = jnp.where(labels[:, None] == 0, 1.0 / n, one)  # each image's weights sum to one
+    return jnp.sum(weight * per_patch) / logits.shape[0]
 
 
 @flax.struct.dataclass
@@ -107,7 +121,7 @@ def make_train_step(model: ZoomInNet, config: ml_collections.ConfigDict, stage: 
         )
         # Only heads with a weight enter the loss, so XLA drops what a stage does not need (C-Net in stage 1).
         losses = {
-            k: _cross_entropy(out[HEAD_LOGITS[k]], labels) for k in weights
+            k: _cross_entropy(out[HEAD_LOGITS[k]], labels, config.get("patch_labels", "image")) for k in weights
         }
         total = sum(weights[k] * losses[k] for k in weights)
         head = max((k for k in weights if k != "patch"), key=weights.get, default="final")

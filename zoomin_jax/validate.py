@@ -7,6 +7,7 @@ import ml_collections
 from zoomin_jax import regions
 from zoomin_jax.models import inception_resnet as irv2
 from zoomin_jax.models.zoom_in import DTYPES, POOLINGS, cell_centres
+from zoomin_jax.train_step import PATCH_LABELS
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
         problems.append(f"model.regions.levels={levels} must be non-empty grades in 0..{m.num_classes - 1}")
     if not 0.0 <= r.iou_threshold <= 1.0:
         problems.append(f"model.regions.iou_threshold={r.iou_threshold} must lie in [0, 1]")
+    if config.get("patch_labels", "image") not in PATCH_LABELS:
+        problems.append(f"patch_labels={config.patch_labels!r} must be one of {PATCH_LABELS}")
     if m.pooling not in POOLINGS:
         problems.append(f"model.pooling={m.pooling!r} must be one of {POOLINGS}")
     if m.dtype not in DTYPES:
