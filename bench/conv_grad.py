@@ -23,15 +23,6 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-flags.DEFINE_enum("framework", "both", ["both", "jax", "torch"], "Run both sides (a process each) or one.")
-flags.DEFINE_string("peer_python", sys.executable, "Interpreter with torch, for the peer's side.")
-flags.DEFINE_integer("size", 492, "Input side in pixels.")
-flags.DEFINE_integer("batch", 2, "Images per step.")
-flags.DEFINE_integer("reps", 5, "Timed calls per shape and phase (after one untimed).")
-flags.DEFINE_string("shapes", "", "torch: JSON file of the shapes the jax side found.")
-flags.DEFINE_string("out", "", "One side's JSON results go here.")
-flags.DEFINE_integer("top", 8, "Shapes listed where ours loses most.")
-flags.DEFINE_bool("tiny", False, "Tiny network and shapes (the test of this script): nothing it prints is a figure.")
 FLAGS = flags.FLAGS
 PHASES = ("fwd", "dx", "dW")
 
@@ -146,7 +137,8 @@ def table(ours: list[dict], peer: list[dict], top: int) -> str:
         total_o, total_p = total_o + o, total_p + q
         lines.append(f"| {p} | {o:.3f} | {q:.3f} | {q / o:.2f}x |")
     lines.append(f"| all three | {total_o:.3f} | {total_p:.3f} | {total_p / total_o:.2f}x |")
-    lost = sorted(((so[p] - sp[p]) * so["count"], p, so, sp) for so, sp in zip(ours, peer) for p in PHASES)[::-1]
+    lost = sorted((((so[p] - sp[p]) * so["count"], p, so, sp) for so, sp in zip(ours, peer) for p in PHASES),
+                  key=lambda row: -row[0])
     lines += ["", "| shape (side, in -> out, kernel, stride, padding) x count | phase | ours ms | peer ms | "
               "ours' loss per step, ms |", "|---|---|---|---|---|"]
     for loss, p, so, sp in lost[:top]:
@@ -182,5 +174,19 @@ def main(argv):
     print(table(ours, peer, FLAGS.top))
 
 
+def define_flags():
+    """Flags only when run as a script: tests import this module beside compare.py, whose names overlap."""
+    flags.DEFINE_enum("framework", "both", ["both", "jax", "torch"], "Run both sides (a process each) or one.")
+    flags.DEFINE_string("peer_python", sys.executable, "Interpreter with torch, for the peer's side.")
+    flags.DEFINE_integer("size", 492, "Input side in pixels.")
+    flags.DEFINE_integer("batch", 2, "Images per step.")
+    flags.DEFINE_integer("reps", 5, "Timed calls per shape and phase (after one untimed).")
+    flags.DEFINE_string("shapes", "", "torch: JSON file of the shapes the jax side found.")
+    flags.DEFINE_string("out", "", "One side's JSON results go here.")
+    flags.DEFINE_integer("top", 8, "Shapes listed where ours loses most.")
+    flags.DEFINE_bool("tiny", False, "Tiny network and shapes (the test of this script): nothing it prints is a figure.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -70,3 +70,28 @@ def pytest_approx(value, rel, abs):  # noqa: A002
     import pytest
 
     return pytest.approx(value, rel=rel, abs=abs)
+
+
+def test_conv_grad_counts_every_convolution_and_totals_each_phase_by_hand():
+    import jax
+    import jax.numpy as jnp
+
+    import conv_grad
+    from zoomin_jax.models.inception_resnet import InceptionResNetV2
+
+    shapes = conv_grad.conv_shapes(75, 2, (1, 1, 1), 0.125)
+    params = jax.eval_shape(lambda: InceptionResNetV2((1, 1, 1), 0.125, jnp.float32).init(
+        jax.random.PRNGKey(0), jnp.zeros((2, 75, 75, 3)), False))["params"]
+    kernels = [x for x in jax.tree.leaves(params) if x.ndim == 4]  # every convolution has one 4-d kernel
+    assert sum(s["count"] for s in shapes) == len(kernels) and len(kernels) > 20
+    assert shapes[0]["h"] == 75 and shapes[0]["cin"] == 3 and shapes[0]["stride"] == 2  # the stem's first
+    # two shapes, hand-worked: ours fwd 1*2 + 2*1 = 4 ms, peer 2*2 + 1*1 = 5 ms -> 1.25x; dx 2 vs 4 ms -> 2.00x;
+    # dW 10 vs 5 ms -> 0.50x; all 16 vs 14 ms -> 0.88x; ours loses most on the first shape's dW: (4 - 1) * 2 = 6 ms
+    a = {"h": 9, "w": 9, "cin": 4, "cout": 8, "kh": 3, "kw": 3, "stride": 1, "padding": "SAME", "count": 2}
+    b = {**a, "cin": 8, "count": 1}
+    ours = [{**a, "fwd": 1e-3, "dx": 0.5e-3, "dW": 4e-3}, {**b, "fwd": 2e-3, "dx": 1e-3, "dW": 2e-3}]
+    peer = [{**a, "fwd": 2e-3, "dx": 1e-3, "dW": 1e-3}, {**b, "fwd": 1e-3, "dx": 2e-3, "dW": 3e-3}]
+    text = conv_grad.table(ours, peer, top=1)
+    assert "| fwd | 0.004 | 0.005 | 1.25x |" in text and "| dx | 0.002 | 0.004 | 2.00x |" in text
+    assert "| dW | 0.010 | 0.005 | 0.50x |" in text and "| all three | 0.016 | 0.014 | 0.88x |" in text
+    assert text.splitlines()[-1] == "| 9x9, 4 -> 8, 3x3, /1, SAME x 2 | dW | 4.0 | 1.0 | +6 |"
