@@ -77,7 +77,8 @@ def _pads(s: dict) -> tuple[int, int, int, int]:
 def run_jax(shapes: list[dict]) -> list[dict]:
     from configs import full
 
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + full.get_config().cpu_xla_flags).strip()
+    cpu_flags = full.get_config().cpu_xla_flags if FLAGS.xla_cpu_flags == "config" else FLAGS.xla_cpu_flags
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + cpu_flags).strip()
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -161,7 +162,8 @@ def main(argv):
             print(text)
         return
     with tempfile.TemporaryDirectory() as d:
-        base = [f"--size={FLAGS.size}", f"--batch={FLAGS.batch}", f"--reps={FLAGS.reps}"] + (
+        base = [f"--size={FLAGS.size}", f"--batch={FLAGS.batch}", f"--reps={FLAGS.reps}",
+                f"--xla_cpu_flags={FLAGS.xla_cpu_flags}"] + (
             ["--tiny"] if FLAGS.tiny else [])
         subprocess.run([sys.executable, __file__, "--framework=jax", f"--out={d}/jax.json", *base], check=True)
         ours = json.load(open(f"{d}/jax.json"))
@@ -183,6 +185,8 @@ def define_flags():
     flags.DEFINE_integer("reps", 5, "Timed calls per shape and phase (after one untimed).")
     flags.DEFINE_string("shapes", "", "torch: JSON file of the shapes the jax side found.")
     flags.DEFINE_string("out", "", "One side's JSON results go here.")
+    flags.DEFINE_string("xla_cpu_flags", "config", "jax: 'config' (configs/full.py's CPU XLA flags) or the flags "
+                        "to use instead (to try others).")
     flags.DEFINE_integer("top", 8, "Shapes listed where ours loses most.")
     flags.DEFINE_bool("tiny", False, "Tiny network and shapes (the test of this script): nothing it prints is a figure.")
 
