@@ -63,7 +63,7 @@ def conv_shapes(size: int, batch: int, repeats=(10, 20, 10), width: float = 1.0)
         jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), jnp.zeros((batch, size, size, 3)), False))
     names = ("n", "h", "w", "cin", "cout", "kh", "kw", "stride", "padding")
     # init traces each convolution once; the counts are the network's
-    return [dict(zip(names, k), count=c) for k, c in sorted(seen.items(), key=lambda kv: -kv[0][1])]
+    return [dict(zip(names, k, strict=True), count=c) for k, c in sorted(seen.items(), key=lambda kv: -kv[0][1])]
 
 
 def _pads(s: dict) -> tuple[int, int, int, int]:
@@ -86,9 +86,9 @@ def run_jax(shapes: list[dict]) -> list[dict]:
     rng = np.random.default_rng(0)
     out = []
     for s in shapes:
-        t, b, l, r = _pads(s)
+        t, b, left, right = _pads(s)
 
-        def conv(x, w, s=s, pad=((t, b), (l, r))):
+        def conv(x, w, s=s, pad=((t, b), (left, right))):
             return jax.lax.conv_general_dilated(x, w, (s["stride"],) * 2, pad,
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
@@ -100,7 +100,8 @@ def run_jax(shapes: list[dict]) -> list[dict]:
                "dx": jax.jit(lambda x, w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy)[0]),
                "dW": jax.jit(lambda x, w, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0])}
         args = {"fwd": (x, w), "dx": (x, w, dy), "dW": (x, w, dy)}
-        out.append({**s, **{p: _median_s(lambda p=p: jax.block_until_ready(fns[p](*args[p])), FLAGS.reps)
+        out.append({**s, **{p: _median_s(lambda p=p, fns=fns, args=args: jax.block_until_ready(fns[p](*args[p])),
+                                         FLAGS.reps)
                             for p in PHASES}})
     return out
 
@@ -111,8 +112,9 @@ def run_torch(shapes: list[dict]) -> list[dict]:
     torch.manual_seed(0)
     out = []
     for s in shapes:
-        t, b, l, r = _pads(s)
-        x = torch.randn(s["n"], s["cin"], s["h"] + t + b, s["w"] + l + r).contiguous(memory_format=torch.channels_last)
+        t, b, left, right = _pads(s)
+        x = torch.randn(s["n"], s["cin"], s["h"] + t + b, s["w"] + left + right)
+        x = x.contiguous(memory_format=torch.channels_last)
         w = (torch.randn(s["cout"], s["cin"], s["kh"], s["kw"]) * 0.05).contiguous(memory_format=torch.channels_last)
         y = torch.nn.functional.conv2d(x, w, stride=s["stride"])  # the input padded as ours: same arithmetic
         dy = torch.randn_like(y).contiguous(memory_format=torch.channels_last)
@@ -138,7 +140,8 @@ def table(ours: list[dict], peer: list[dict], top: int) -> str:
         total_o, total_p = total_o + o, total_p + q
         lines.append(f"| {p} | {o:.3f} | {q:.3f} | {q / o:.2f}x |")
     lines.append(f"| all three | {total_o:.3f} | {total_p:.3f} | {total_p / total_o:.2f}x |")
-    lost = sorted((((so[p] - sp[p]) * so["count"], p, so, sp) for so, sp in zip(ours, peer) for p in PHASES),
+    pairs = zip(ours, peer, strict=True)
+    lost = sorted((((so[p] - sp[p]) * so["count"], p, so, sp) for so, sp in pairs for p in PHASES),
                   key=lambda row: -row[0])
     lines += ["", "| shape (side, in -> out, kernel, stride, padding) x count | phase | ours ms | peer ms | "
               "ours' loss per step, ms |", "|---|---|---|---|---|"]
@@ -188,7 +191,8 @@ def define_flags():
     flags.DEFINE_string("xla_cpu_flags", "config", "jax: 'config' (configs/full.py's CPU XLA flags) or the flags "
                         "to use instead (to try others).")
     flags.DEFINE_integer("top", 8, "Shapes listed where ours loses most.")
-    flags.DEFINE_bool("tiny", False, "Tiny network and shapes (the test of this script): nothing it prints is a figure.")
+    flags.DEFINE_bool("tiny", False, "Tiny network and shapes (the test of this script): nothing it prints is a "
+                      "figure.")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ Wall time / score: README, "IDRiD and EyePACS: the fundus-pretrained backbone an
            (three seeds with and without the pretrained backbone, the paired intervals of
            `python -m zoomin_jax.ablation`).
 
-The zoom-in exists for resolution, so this config trains at the highest resolution a 2-core CPU trains in about 32 (31.5 measured)
-minutes, keeping the paper's ratios: high-res 640 / low-res 256 (the paper's 1230 / 492 is 2.5), patches of 154 px
-(294 / 1230 = 0.24). M-Net's 256 px is the size of the 256 px pretraining photographs. 75% of the patients train,
-the other 25% (both eyes of each) are held out (`patient_split.py`); grades are class-balanced at first, as on IDRiD.
+The zoom-in exists for resolution, so this config trains at the highest resolution a 2-core CPU trains in about 32
+minutes (31.5 measured), keeping the paper's ratios: high-res 640 / low-res 256 (the paper's 1230 / 492 is
+2.5), patches of 154 px (294 / 1230 = 0.24). M-Net's 256 px is the size of the 256 px pretraining photographs.
+75% of the patients train, the other 25% (both eyes of each) are held out (`patient_split.py`); grades are
+class-balanced at first, as on IDRiD.
 Boxes: the IDRiD config's levers (gated map of grades 3-4, none on the optic disc) and its joint stage without
 M-Net: measured there, not tuned here.
 """

@@ -73,10 +73,10 @@ def pytest_approx(value, rel, abs):  # noqa: A002
 
 
 def test_conv_grad_counts_every_convolution_and_totals_each_phase_by_hand():
+    import conv_grad
     import jax
     import jax.numpy as jnp
 
-    import conv_grad
     from zoomin_jax.models.inception_resnet import InceptionResNetV2
 
     shapes = conv_grad.conv_shapes(75, 2, (1, 1, 1), 0.125)

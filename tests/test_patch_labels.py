@@ -12,7 +12,8 @@ from zoomin_jax.validate import ConfigError, validate_config
 
 L2, L3, L4 = math.log(2), math.log(3), math.log(4)
 # Two images of three patches, three grades. Image 0 (grade 2): patch 0 uniform (P(0) = 1/3), patch 1 sure of
-# grade 0, patch 2 (1/4, 1/4, 1/2): the least like grade 0. Image 1 (grade 0): uniform, (1/2, 1/4, 1/4), (1/4, 1/4, 1/2).
+# grade 0, patch 2 (1/4, 1/4, 1/2): the least like grade 0. Image 1 (grade 0): uniform, (1/2, 1/4, 1/4),
+# (1/4, 1/4, 1/2).
 LOGITS = jnp.asarray([[[0.0, 0.0, 0.0], [5.0, 0.0, 0.0], [0.0, 0.0, L2]],
                       [[0.0, 0.0, 0.0], [L2, 0.0, 0.0], [0.0, 0.0, L2]]])
 LABELS = jnp.asarray([2, 0])
