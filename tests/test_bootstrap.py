@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from zoomin_jax import ablation, bootstrap
+from zoomin_jax.predictions_csv import prob_columns
 
 
 def _probs_from_scores(referable_score: np.ndarray) -> np.ndarray:
@@ -107,18 +108,20 @@ def test_each_resample_keeps_a_patients_rows_together_and_a_rerun_repeats_it():
 
 
 def _fake_run(folder, y, probs, patients=None):
-    """A finished run's files as training writes them: eval_results.json and one predictions CSV."""
+    """A finished run's files as training writes them: eval_results.json and one predictions CSV (with the
+    both-eyes head's columns when `probs` has "pair")."""
     (folder / "predictions").mkdir(parents=True)
-    heads = {"mnet": "M-Net", "mnet_anet": "M-Net + A-Net", "zoom_in": "Zoom-in-Net"}
-    reports = {name: {"split": "train[80%:]", "step": 30, "kappa": 0.0} for name in heads.values()}
+    heads = {"mnet": "M-Net", "mnet_anet": "M-Net + A-Net", "zoom_in": "Zoom-in-Net", "pair": "Both eyes"}
+    order = [h for h in ("zoom_in", "mnet", "mnet_anet", "pair") if h in probs]
+    reports = {heads[h]: {"split": "train[80%:]", "step": 30, "kappa": 0.0} for h in order}
     (folder / "eval_results.json").write_text(json.dumps(reports))
     with open(folder / "predictions" / "joint_step30_train[80%:].csv", "w", newline="") as f:
         w = csv.writer(f)
-        cols = [f"p{c}" for c in range(5)] + [f"mnet_p{c}" for c in range(5)] + [f"mnet_anet_p{c}" for c in range(5)]
+        cols = [c for h in order for c in prob_columns(h)]
         w.writerow(["id", "label"] + (["patient"] if patients is not None else []) + cols)
         for i in range(len(y)):
             w.writerow([f"{i}_x", y[i]] + ([patients[i]] if patients is not None else [])
-                       + [f"{v:.5f}" for h in ("zoom_in", "mnet", "mnet_anet") for v in probs[h][i]])
+                       + [f"{v:.5f}" for h in order for v in probs[h][i]])
 
 
 def test_several_identical_runs_pool_to_the_single_runs_interval(tmp_path):
@@ -178,3 +181,25 @@ def test_a_lever_is_the_difference_of_the_sets_means_by_scikit_learn(tmp_path):
                            against=[str(tmp_path / "plain0"), str(tmp_path / "plain1")])
     assert "Each head minus the same head in " in text and "mean over 2 pairs of runs resampled together" in text
     assert text.count("2 runs on 'train[80%:]' (80 photographs)") == 2
+
+
+def test_the_both_eyes_head_is_also_compared_with_zoom_in_net(tmp_path):
+    """A run with the pair head prints, beside the table against M-Net, Both eyes minus Zoom-in-Net; the difference
+    is scikit-learn's AUC of one head minus the other's on the same photographs."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 5, 40)
+    probs = {h: np.round(rng.dirichlet(np.ones(5), 40), 5) for h in ("mnet", "mnet_anet", "zoom_in", "pair")}
+    _fake_run(tmp_path / "r", y, probs, np.repeat(np.arange(20), 2))
+    run = ablation.Run(str(tmp_path / "r"))
+    result = ablation.compare([run], n=200, reference="zoom_in", heads=["pair"])
+    referable = (y >= 2).astype(int)
+    want = roc_auc_score(referable, probs["pair"][:, 2:].sum(1)) - roc_auc_score(referable,
+                                                                                probs["zoom_in"][:, 2:].sum(1))
+    assert result["pair"]["AUC referable"]["difference"] == pytest.approx(want, abs=1e-4)  # CSV rounding only
+    assert set(result) >= {"pair"} and "mnet_anet" not in result
+    text = ablation.report([str(tmp_path / "r")], n=200)
+    assert "Paired difference to M-Net" in text and "Paired difference to Zoom-in-Net" in text
+    tail = text.split("Paired difference to Zoom-in-Net")[1]
+    assert "Both eyes" in tail and "M-Net + A-Net" not in tail

@@ -12,6 +12,7 @@ photographs, with the 95% paired bootstrap interval (`bootstrap.py`: patients re
 them, the seed and the number of resamples printed and fixed, so a re-run prints the same interval). Over several
 runs: per head the mean, standard deviation and range of each figure over the runs (and of recall@4 with its
 chance level), and the interval of the mean difference, the runs resampled together on the same photographs.
+A run with the both-eyes head also gets its difference to Zoom-in-Net, the head whose features it reads.
 With `--against`, a lever (e.g. the pretrained backbone): both sets' tables, then per head the difference of the
 sets' means with its interval, the i-th run of one set paired with the i-th of the other (same seed) and all
 resampled together on the same photographs.
@@ -106,12 +107,14 @@ def _check_paired(runs: Sequence[Run]) -> None:
                              "runs cannot be paired")
 
 
-def compare(runs: Sequence[Run], n: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED) -> dict:
-    """The paired comparison with M-Net over the runs (`bootstrap.compare`); the runs must share their photographs."""
+def compare(runs: Sequence[Run], n: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED,
+            reference: str = REFERENCE, heads: Sequence[str] | None = None) -> dict:
+    """The paired comparison of `heads` (default: every other head) with `reference` (M-Net) over the runs
+    (`bootstrap.compare`); the runs must share their photographs."""
     _check_paired(runs)
     first = runs[0]
-    others = [h for h in first.heads if h != REFERENCE]
-    return bootstrap.compare([r.labels for r in runs], [r.probs for r in runs], first.groups, REFERENCE, others,
+    others = [h for h in first.heads if h != reference] if heads is None else list(heads)
+    return bootstrap.compare([r.labels for r in runs], [r.probs for r in runs], first.groups, reference, others,
                              n, seed)
 
 
@@ -140,10 +143,11 @@ def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
-def format_intervals(result: dict, unit: str, against: str = "") -> str:
-    """The paired-difference table: a line per compared head, `+0.012 [-0.031, +0.058]` per figure; with
-    `against`, the lever's table (`compare_sets`: each head against itself in the other set)."""
-    header = ["vs M-Net" if not against else "head", *bootstrap.FIGURES]
+def format_intervals(result: dict, unit: str, against: str = "", reference: str = REFERENCE) -> str:
+    """The paired-difference table: a line per compared head, `+0.012 [-0.031, +0.058]` per figure, against the
+    `reference` head (M-Net); with `against`, the lever's table (`compare_sets`: each head against itself in the
+    other set)."""
+    header = [f"vs {HEADS[reference]}" if not against else "head", *bootstrap.FIGURES]
     lines = []
     for head, name in HEADS.items():
         if head in result:
@@ -156,7 +160,7 @@ def format_intervals(result: dict, unit: str, against: str = "") -> str:
     if against:
         pooled = f", mean over {result['runs']} pairs of runs resampled together"
     used = min(c["used"] for h in HEADS if h in result for c in result[h].values())
-    what = "Paired difference to M-Net" if not against else f"Each head minus the same head {against}"
+    what = f"Paired difference to {HEADS[reference]}" if not against else f"Each head minus the same head {against}"
     title = (f"{what}, 95% bootstrap interval ({result['resamples']} resamples of the "
              f"{result['groups']} {unit}, seed {result['seed']}{pooled}"
              + (f"; {used} resamples define every figure" if used < result["resamples"] else "") + "):")
@@ -194,6 +198,8 @@ def report(workdirs: Sequence[str], n: int = bootstrap.RESAMPLES, seed: int = bo
     runs = [Run(w) for w in workdirs]
     unit = "patients" if runs[0].has_patients else "photographs"
     text = format_runs(runs) + "\n\n" + format_intervals(compare(runs, n, seed), unit)
+    if "pair" in runs[0].heads and "zoom_in" in runs[0].heads:  # both eyes against the head it is built on
+        text += "\n\n" + format_intervals(compare(runs, n, seed, "zoom_in", ["pair"]), unit, reference="zoom_in")
     if against:
         others = [Run(w) for w in against]
         text += ("\n\nAgainst: " + format_runs(others) + "\n\n" + format_intervals(compare(others, n, seed), unit)
