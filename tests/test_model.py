@@ -199,6 +199,7 @@ def test_full_config_builds_paper_scale_parameters_abstractly():
          r"num_regions=280 .* 272 cells inside disc_radius=1.0 of the 17x17 map"),
         (lambda c: setattr(c.model, "pooling", "attention"), 8, r"model.pooling='attention' must be one of"),
         (lambda c: setattr(c.model, "low_res_size", 60), 8, r"low_res_size=60 is below .* 75"),
+        (lambda c: setattr(c.model.cnet, "input_size", 60), 8, r"cnet.input_size=60 .* minimum input 75"),
     ],
 )
 def test_bad_configs_fail_before_compiling_with_the_numbers(edit, num_devices, pattern):
@@ -284,3 +285,38 @@ def test_the_pair_head_reads_each_rows_partner_and_nothing_else(setup):
     np.testing.assert_allclose(swapped["pair_logits"], out["pair_logits"][[2, 3, 0, 1]], atol=1e-5)
     plain = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), v, x)  # traced only: extra params unused
     assert "pair_logits" not in plain and plain["logits"].shape == (4, 5)
+
+
+def test_cnet_input_size_enlarges_each_patch_as_pillow_does(setup):
+    """`model.cnet.input_size`: C-Net sees each box's pixels enlarged to that side, bilinear; the oracle is Pillow's
+    bilinear resize of the same box cut from the photograph by hand. The variables are those of the as-cut model
+    (C-Net's weights do not depend on its input side)."""
+    import flax.linen as nn
+    from PIL import Image
+
+    from zoomin_jax.models.inception_resnet import InceptionResNetV2
+
+    c, _, _, variables, images = setup
+    c = c.copy_and_resolve_references()
+    c.model.cnet.input_size = 120
+    validate_config(c, 8)
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        m = context.module
+        if isinstance(m, InceptionResNetV2) and m.name == "cnet" and context.method_name == "__call__":
+            seen.append(np.asarray(args[0]))
+        return next_fun(*args, **kwargs)
+
+    x = images[:2]
+    with nn.intercept_methods(record):
+        out = build(c).apply(variables, x, train=False)
+    boxes = np.asarray(out["boxes"])
+    assert seen[0].shape == (2 * 3, 120, 120, 3) and boxes.shape == (2, 3, 4)
+    for i in range(2):
+        for j in range(3):
+            y0, x0, y1, x1 = boxes[i, j]
+            patch = x[i, y0:y1, x0:x1].astype(np.float32) / 127.5 - 1.0
+            want = np.stack([np.asarray(Image.fromarray(patch[..., ch], mode="F").resize((120, 120), Image.BILINEAR))
+                             for ch in range(3)], axis=-1)
+            np.testing.assert_allclose(seen[0][i * 3 + j], want, atol=1e-4)

@@ -39,6 +39,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
         )
     elif r.patch_size < irv2.MIN_INPUT_SIZE:
         problems.append(f"model.regions.patch_size={r.patch_size} is below C-Net's minimum input {irv2.MIN_INPUT_SIZE}")
+    cnet_input = m.cnet.get("input_size", 0)
+    if not (cnet_input == 0 or (isinstance(cnet_input, int) and cnet_input >= irv2.MIN_INPUT_SIZE)):
+        problems.append(f"model.cnet.input_size={cnet_input!r} must be 0 (the patch as cut) or an integer side "
+                        f">= C-Net's minimum input {irv2.MIN_INPUT_SIZE}")
     for net in ("mnet", "cnet"):
         reps = tuple(m[net].repeats)
         if len(reps) != 3 or min(reps) < 1:

@@ -78,6 +78,7 @@ class ZoomInNet(nn.Module):
     mnet_width: float
     cnet_repeats: Sequence[int]
     cnet_width: float
+    cnet_input_size: int
     anet_endpoint: str
     anet_hidden: int
     num_regions: int
@@ -101,6 +102,7 @@ class ZoomInNet(nn.Module):
             image_size=m.image_size, low_res_size=m.low_res_size, num_classes=m.num_classes,
             mnet_repeats=tuple(m.mnet.repeats), mnet_width=m.mnet.width,
             cnet_repeats=tuple(m.cnet.repeats), cnet_width=m.cnet.width,
+            cnet_input_size=int(m.cnet.get("input_size", 0)),
             anet_endpoint=m.anet.endpoint, anet_hidden=m.anet.hidden,
             num_regions=m.regions.num_regions, patch_size=m.regions.patch_size,
             iou_threshold=m.regions.iou_threshold, region_disc_radius=m.regions.disc_radius,
@@ -176,6 +178,9 @@ class ZoomInNet(nn.Module):
         patches = regions.crop(x, boxes, self.patch_size)  # (B, N', P, P, 3)
         n = patches.shape[1]
         patches = patches.reshape(b * n, *patches.shape[2:])
+        if self.cnet_input_size and self.cnet_input_size != self.patch_size:  # C-Net sees the patch enlarged
+            patches = jax.image.resize(patches, (b * n, self.cnet_input_size, self.cnet_input_size,
+                                                 patches.shape[-1]), "linear", antialias=True)
         c = InceptionResNetV2(self.cnet_repeats, self.cnet_width, self.dtype, name="cnet")(
             patches, train and "cnet" not in frozen
         )
