@@ -78,6 +78,7 @@ def get_config():
     m.dropout = 0.2
     m.mnet.repeats, m.mnet.width = (10, 20, 10), 1.0
     m.cnet.repeats, m.cnet.width = (10, 20, 10), 1.0
+    m.cnet.input_size = 0  # the paper's: C-Net sees the 294 px patch as cut
     m.anet.endpoint, m.anet.hidden = "conv_7b_ac", 256  # 14x14x1536 at 492: cells every 32 px at 492, 80 px at 1230
     m.regions.patch_size = 294  # C-Net's final map is 7x7
     m.regions.map = "gated"  # the paper's G = S * A (docstring)
