@@ -36,7 +36,7 @@ def get_config():
     # kappa 0.672 -> 0.612, referable AUC 0.914 -> 0.908 over the 300 joint steps, seed 0).
     c.stages.joint.trainable = ("anet", "cnet")
     c.stages.joint.loss.mnet = 0.0
-    # C-Net sees the patch as cut: every IDRiD and EyePACS figure in the README was measured so (the default's
-    # enlargement is for the synthetic microaneurysms; not measured on real photographs).
+    # C-Net sees the patch as cut: every IDRiD and EyePACS figure in the README was measured so. The default's
+    # enlargement (for the synthetic microaneurysms) is level with it on IDRiD (README, "The default run, measured").
     c.model.cnet.input_size = 0
     return c
