@@ -2,8 +2,8 @@
 
 Command:   python -m zoomin_jax.main --config=configs/eyepacs.py --workdir=runs/eyepacs \
                --config.data.manual_dir=/path/to/eyepacs    # train/*.jpeg and trainLabels.csv (a partial download)
-           with the fundus-pretrained backbone (configs/eyepacs256_pretrain.py, run first):
-               --config.init_from=runs/eyepacs256_pretrain --config.init_from_backbone=True
+           with the fundus-pretrained backbone (run first: `--config=configs/eyepacs256_pretrain.py:eyepacs
+           --workdir=runs/pretrain_eyepacs`): --config.init_from=runs/pretrain_eyepacs --config.init_from_backbone=True
 Hardware:  2 CPU cores, 24 GiB. The first run prepares the dataset (disc crop, Graham, 640 px: ~45 s for the
            660 photographs of `../shared/data/eyepacs`).
 Wall time / score: README, "IDRiD and EyePACS: the fundus-pretrained backbone and the ablation with intervals"

@@ -36,6 +36,21 @@ def test_configs_found():
     assert {"default", "full", "idrid", "messidor_eval"} <= set(CONFIGS)
 
 
+def test_pretrain_config_sees_photographs_at_its_target_configs_m_net_size():
+    # The backbone is pretrained at the scale the config it starts will meet the photographs at; the sizes are read
+    # from the target configs here, so a target that changes its M-Net input changes the pretraining with it.
+    pretrain = importlib.import_module("configs.eyepacs256_pretrain")
+    for target in ("idrid", "eyepacs"):
+        want = importlib.import_module(f"configs.{target}").get_config().model
+        got = pretrain.get_config(target)
+        assert got.model.low_res_size == want.low_res_size and got.model.image_size == 256  # stored 256 px
+        validate_config(got, 8)
+    assert pretrain.get_config().model.low_res_size == 160  # the default target is idrid
+    assert pretrain.get_config("eyepacs").model.low_res_size == 256  # not the same size: the argument matters
+    with pytest.raises(ValueError, match=r"no such target.*\['eyepacs', 'idrid'\]"):
+        pretrain.get_config("messidor")
+
+
 # ---- epochs -> steps, lr -> batch ----
 
 
