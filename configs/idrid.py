@@ -2,6 +2,9 @@
 
 Command:   python -m zoomin_jax.main --config=configs/idrid.py --workdir=runs/idrid \
                --config.data.manual_dir=/path/to/IDRiD     # the folder holding "B. Disease Grading"
+           from the fundus-pretrained backbone (run first: `--config=configs/eyepacs256_pretrain.py:idrid
+           --workdir=runs/pretrain_idrid`, ~10 min):
+               --config.init_from=runs/pretrain_idrid --config.init_from_backbone=True
 Hardware:  2 CPU cores, 24 GiB. The first run prepares the dataset (disc crop + resize to 400 px, with the lesion
            boxes CSV: 1.5 min on a loaded machine).
 Wall time / score: README, "IDRiD and EyePACS: the fundus-pretrained backbone and the ablation with intervals"
