@@ -114,6 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
     # on its fused feature beside its partner's, trained in stage "pair" (add it to stage_order) and reported as
     # "Both eyes". Needs a dataset with patients (EyePACS). Off: photographs one by one.
     m.pair_eyes = False
+    # Where the fused head starts when C-Net's first stage begins (ours; zoomin_jax/fusion_init.py): "fresh" (random)
+    # or "mnet_head" (M-Net's head for M-Net's feature, zero for C-Net's: Zoom-in-Net starts grading as M-Net).
+    m.fusion_init = "fresh"
 
     # ---- training: stages in order (ours: the paper names the sub-networks, not the schedule) ----
     # Each stage trains the listed sub-networks ("mnet" = M-Net + its head, "anet", "cnet" = C-Net + fusion

@@ -9,9 +9,10 @@ import pytest
 import tiny
 
 from configs import default, full
-from zoomin_jax import regions, sharding
+from zoomin_jax import fusion_init, regions, sharding
 from zoomin_jax.forward import abstract_variables, build, init_variables, make_forward
 from zoomin_jax.models.zoom_in import ZoomInNet, cell_centres, param_counts
+from zoomin_jax.train_step import stages
 from zoomin_jax.validate import ConfigError, validate_config
 
 pytestmark = pytest.mark.slow  # compiles the whole model
@@ -150,6 +151,43 @@ def test_fused_head_gets_no_gradient_through_region_selection(setup):
     assert norm(g["cnet"]) > 0 and norm(g["fusion_head"]) > 0 and norm(g["mnet"]) > 0
 
 
+def test_fused_head_from_m_nets_head_grades_as_m_net_and_still_learns_from_c_net(setup):
+    """fusion_init "mnet_head": in evaluation Zoom-in-Net's logits become M-Net's own (the oracle is the model's M-Net
+    head, not the formula), they differ before; C-Net's rows of the fused head still get a gradient, and so does
+    C-Net."""
+    _, _, model, variables, images = setup
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    before = apply(variables, images)
+    assert np.abs(np.asarray(before["logits"]) - np.asarray(before["mnet_logits"])).max() > 1e-3
+    params = jax.jit(fusion_init.from_mnet_head)(variables["params"])
+    after = apply({**variables, "params": params}, images)
+    np.testing.assert_allclose(after["logits"], after["mnet_logits"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(after["mnet_logits"], before["mnet_logits"])  # M-Net itself untouched
+
+    def loss(p):
+        out, _ = model.apply({**variables, "params": p}, images[:4], train=True, mutable=["batch_stats"])
+        return jnp.sum(jax.nn.log_softmax(out["logits"])[:, 2])
+
+    g = jax.jit(jax.grad(loss))(params)
+    d = params["mnet_head"]["kernel"].shape[0]
+    assert float(jnp.abs(g["fusion_head"]["kernel"][d:]).sum()) > 0  # C-Net's rows grow from zero
+    norm = lambda t: float(sum(jnp.sum(jnp.abs(v)) for v in jax.tree_util.tree_leaves(t)))  # noqa: E731
+    assert norm(g["cnet"]) == 0.0  # C-Net's rows are exactly zero: the fused loss reaches C-Net once they grow
+
+
+@pytest.mark.parametrize("order,starts_at", [(("mnet", "anet", "cnet", "joint"), "cnet"),
+                                             (("mnet", "joint"), "joint"), (("mnet", "anet"), None)])
+def test_fusion_init_applies_once_at_the_first_stage_that_trains_c_net(order, starts_at):
+    c = tiny.tiny_config()
+    c.stage_order = order
+    plan = stages(c)
+    assert not any(fusion_init.applies(c, plan, s, s.begin) for s in plan)  # "fresh": never
+    c.model.fusion_init = "mnet_head"
+    hits = [s.name for s in plan if fusion_init.applies(c, plan, s, s.begin)]
+    assert hits == ([starts_at] if starts_at else [])
+    assert not any(fusion_init.applies(c, plan, s, s.begin + 1) for s in plan)  # resumed inside: restored as saved
+
+
 @pytest.mark.parametrize(
     "reduce,pooling,region_map,n_out",
     [("per_level", "mean", "gated", 12), ("max", "max", "attention", 3)],  # each option of each field once
@@ -200,6 +238,7 @@ def test_full_config_builds_paper_scale_parameters_abstractly():
         (lambda c: setattr(c.model, "pooling", "attention"), 8, r"model.pooling='attention' must be one of"),
         (lambda c: setattr(c.model, "low_res_size", 60), 8, r"low_res_size=60 is below .* 75"),
         (lambda c: setattr(c.model.cnet, "input_size", 60), 8, r"cnet.input_size=60 .* minimum input 75"),
+        (lambda c: setattr(c.model, "fusion_init", "mnet"), 8, r"fusion_init='mnet' must be one of .*mnet_head"),
     ],
 )
 def test_bad_configs_fail_before_compiling_with_the_numbers(edit, num_devices, pattern):

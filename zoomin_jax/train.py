@@ -28,6 +28,7 @@ from zoomin_jax import (
     agree,
     checkpoint,
     evaluate,
+    fusion_init,
     init_from,
     paths,
     preemption,
@@ -142,6 +143,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, preempt
                     saved = f"step {start} is saved" if start else "no step was saved yet"
                     raise preemption.Preempted(f"SIGTERM before stage {stage.name}; {saved}", start or None)
                 opt_state = resumed.opt["opt_state"] if start > stage.begin else None
+                if fusion_init.applies(config, plan, stage, start):  # Zoom-in-Net starts grading as M-Net
+                    logging.info("Stage %s: the fused head starts as M-Net's head (model.fusion_init)", stage.name)
+                    params = jax.jit(fusion_init.from_mnet_head, out_shardings=jax.tree_util.tree_map(
+                        lambda _: repl, variables["params"]))(variables["params"])
+                    variables = {**variables, "params": params}
                 variables = _train_stage(config, model, mesh, stage, variables, opt_state, start, total, ckpt,
                                          train_iter, writer, preempt, local_rows)
                 start = stage.end

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from zoomin_jax import regions
+from zoomin_jax.fusion_init import FUSION_INITS
 from zoomin_jax.models import inception_resnet as irv2
 from zoomin_jax.models.zoom_in import DTYPES, POOLINGS, cell_centres
 from zoomin_jax.train_step import PATCH_LABELS
@@ -95,6 +96,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, num_pro
         problems.append(f"model.regions.iou_threshold={r.iou_threshold} must lie in [0, 1]")
     if config.get("patch_labels", "image") not in PATCH_LABELS:
         problems.append(f"patch_labels={config.patch_labels!r} must be one of {PATCH_LABELS}")
+    if m.get("fusion_init", "fresh") not in FUSION_INITS:
+        problems.append(f"model.fusion_init={m.fusion_init!r} must be one of {FUSION_INITS}")
     if m.pooling not in POOLINGS:
         problems.append(f"model.pooling={m.pooling!r} must be one of {POOLINGS}")
     if m.dtype not in DTYPES:
