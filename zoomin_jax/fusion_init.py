@@ -1,11 +1,12 @@
 """`config.model.fusion_init`: where the fused head starts when C-Net's first stage begins (ours; the paper is silent).
 
 "fresh" (the default): the fused head keeps its random initialisation, so Zoom-in-Net's grade starts from nothing
-and has C-Net's stage to learn what M-Net's head already knows (on a small real dataset, from a pretrained M-Net
-whose head saw thousands of photographs, it does not catch up). "mnet_head": at the start of the first stage that
-trains C-Net, the fused head's rows for M-Net's feature become M-Net's head (kernel and bias) and its rows for
-C-Net's pooled feature zero, so Zoom-in-Net grades exactly as M-Net does (in evaluation) and C-Net's evidence is
-added as it is learnt (the C-Net rows get a gradient at once: their input is not zero).
+and has C-Net's stage to learn what M-Net's head already knows (from a pretrained M-Net whose head saw thousands
+of photographs, on 495 EyePACS ones; what it changed there, over 3 seeds: README, "The EyePACS sample").
+"mnet_head": at the start of the first stage that trains C-Net, the fused head's rows for M-Net's feature become
+M-Net's head (kernel and bias) and its rows for C-Net's pooled feature zero, so Zoom-in-Net grades exactly as M-Net
+does (in evaluation) and C-Net's evidence is added as it is learnt (the C-Net rows get a gradient at once: their
+input is not zero).
 """
 
 from typing import Any
